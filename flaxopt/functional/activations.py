@@ -1,0 +1,4 @@
+"""TODO: activations (being written)."""
+
+__all__: list[str] = []
+REGISTRY: dict = {}

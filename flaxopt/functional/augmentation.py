@@ -1,0 +1,4 @@
+"""TODO: augmentation (being written)."""
+
+__all__: list[str] = []
+REGISTRY: dict = {}

@@ -1,0 +1,4 @@
+"""TODO: initializers (being written)."""
+
+__all__: list[str] = []
+REGISTRY: dict = {}

@@ -1,0 +1,4 @@
+"""TODO: normalization (being written)."""
+
+__all__: list[str] = []
+REGISTRY: dict = {}

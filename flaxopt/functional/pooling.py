@@ -1,0 +1,4 @@
+"""TODO: pooling (being written)."""
+
+__all__: list[str] = []
+REGISTRY: dict = {}

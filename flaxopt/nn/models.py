@@ -1,0 +1,4 @@
+"""TODO: models (being written)."""
+
+__all__: list[str] = []
+REGISTRY: dict = {}

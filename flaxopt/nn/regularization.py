@@ -1,0 +1,4 @@
+"""TODO: regularization (being written)."""
+
+__all__: list[str] = []
+REGISTRY: dict = {}

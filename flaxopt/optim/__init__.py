@@ -1,0 +1,13 @@
+"""Optax gradient transformations written from their update rules. ``from flaxopt import optim``."""
+
+# pylint: disable=wildcard-import
+from flaxopt.optim.transform import *
+from flaxopt.optim.alias import *
+from flaxopt.optim.penalties import *
+from flaxopt.optim.linesearch import *
+from flaxopt.optim.second_order import *
+from flaxopt.optim import alias as _alias
+from flaxopt.optim import second_order as _second_order
+
+# Registry family "optimizer": name -> (learning_rate=..., **kwargs) -> GradientTransformation.
+REGISTRY = {**_alias.REGISTRY, **_second_order.REGISTRY}

@@ -1,0 +1,4 @@
+"""TODO: alias (being written)."""
+
+__all__: list[str] = []
+REGISTRY: dict = {}

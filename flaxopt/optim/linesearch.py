@@ -1,0 +1,4 @@
+"""TODO: linesearch (being written)."""
+
+__all__: list[str] = []
+REGISTRY: dict = {}

@@ -1,0 +1,4 @@
+"""TODO: penalties (being written)."""
+
+__all__: list[str] = []
+REGISTRY: dict = {}

@@ -1,0 +1,4 @@
+"""TODO: second_order (being written)."""
+
+__all__: list[str] = []
+REGISTRY: dict = {}

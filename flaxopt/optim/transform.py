@@ -1,0 +1,4 @@
+"""TODO: transform (being written)."""
+
+__all__: list[str] = []
+REGISTRY: dict = {}
