@@ -1,0 +1,201 @@
+"""The input pipeline: shuffle, batch and shard a training set that lives on device.
+
+Data order is a pure function of the seed: epoch ``e`` visits the training set in the order
+``np.random.default_rng((seed, e)).permutation(n)`` and step ``k`` (0-based, counted over the
+whole run) takes rows ``[i * batch_size, (i + 1) * batch_size)`` of that permutation, with
+``e, i = divmod(k, n // batch_size)``.
+
+Remainder policy: the last ``n % batch_size`` examples of each epoch's permutation are dropped
+(a different subset each epoch), so every batch has exactly ``batch_size`` examples and every
+epoch has ``n // batch_size`` steps. PyTorch's ``DataLoader`` keeps the partial batch by
+default (``drop_last=False``); we drop it so shapes are static under jit and the batch at
+step ``k`` depends on ``(seed, k)`` only, which makes resuming at step ``k`` replay exactly
+the batches of an uninterrupted run.
+
+The training arrays are copied to the devices once (replicated on every device); each step
+sends only ``batch_size`` int32 indices and gathers the batch on device, already sharded
+across the devices of a 1-D ``'data'`` mesh (``parallel='jit'``) or laid out as
+``(devices, batch_size // devices, ...)`` for ``jax.pmap`` (``parallel='pmap'``).
+With several processes (multi-host) every process holds the whole training set and
+computes the same global indices; each device gathers its own slice.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Mapping, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+__all__ = [
+    "DATA_AXIS",
+    "Pipeline",
+    "batch_indices",
+    "check_batch_size",
+    "epoch_permutation",
+    "make_mesh",
+    "pmap_put",
+    "shard_eval_set",
+    "steps_per_epoch",
+]
+
+DATA_AXIS = "data"
+PARALLEL_MODES = ("jit", "pmap")
+
+
+def make_mesh(devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
+  """A 1-D device mesh with axis ``'data'`` over ``devices`` (default: all, every process)."""
+  devices = jax.devices() if devices is None else list(devices)
+  return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def steps_per_epoch(num_examples: int, batch_size: int) -> int:
+  """Number of full batches per epoch, ``num_examples // batch_size`` (partial batch dropped)."""
+  if batch_size <= 0:
+    raise ValueError(f"batch_size must be positive, got {batch_size}")
+  if num_examples < batch_size:
+    raise ValueError(
+        f"batch_size {batch_size} is larger than the training set ({num_examples} examples)")
+  return num_examples // batch_size
+
+
+def check_batch_size(batch_size: int, num_devices: int) -> int:
+  """Returns the per-device batch size; ValueError if ``batch_size`` does not divide evenly."""
+  if batch_size <= 0:
+    raise ValueError(f"batch_size must be positive, got {batch_size}")
+  if batch_size % num_devices:
+    raise ValueError(
+        f"batch_size {batch_size} is not divisible by the number of devices {num_devices}")
+  return batch_size // num_devices
+
+
+@functools.lru_cache(maxsize=4)
+def epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
+  """The order of epoch ``epoch``: ``default_rng((seed, epoch)).permutation(num_examples)``."""
+  perm = np.random.default_rng((int(seed), int(epoch))).permutation(num_examples)
+  perm = perm.astype(np.int32)
+  perm.flags.writeable = False
+  return perm
+
+
+def batch_indices(seed: int, step: int, num_examples: int, batch_size: int) -> np.ndarray:
+  """Training-set rows of the batch at global step ``step``; a pure function of its args."""
+  epoch, i = divmod(int(step), steps_per_epoch(num_examples, batch_size))
+  return epoch_permutation(seed, epoch, num_examples)[i * batch_size:(i + 1) * batch_size]
+
+
+def pmap_put(x: Any, devices: Sequence[jax.Device], replicate: bool) -> jax.Array:
+  """Places ``x`` for ``jax.pmap``: a copy on each device, or split along its leading axis.
+
+  ``replicate=False`` needs ``x.shape[0] == len(devices)``. Replaces
+  ``jax.device_put_replicated`` / ``device_put_sharded``, which JAX removed.
+  """
+  x = np.asarray(x)
+  n = len(devices)
+  if replicate:
+    x = np.broadcast_to(x[None], (n,) + x.shape)
+  sharding = NamedSharding(Mesh(np.asarray(devices), ("pmap",)), P("pmap"))
+  return jax.device_put(x, sharding)
+
+
+def _put(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
+  """Places a host array (the same on every process) as a global array with ``sharding``."""
+  x = np.asarray(x)
+  return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+class Pipeline:
+  """Device-resident training data; ``batch(step)`` returns ``{'x', 'y'}`` for global ``step``.
+
+  Args:
+    x: training inputs ``(N, ...)``, same on every process.
+    y: integer labels ``(N,)``.
+    batch_size: global batch size (over all devices and processes).
+    seed: data-order seed.
+    parallel: ``'jit'`` (batch sharded over the mesh's ``'data'`` axis) or ``'pmap'``
+      (batch reshaped to ``(local_devices, per_device, ...)``; single process only).
+    mesh: the mesh for ``'jit'`` (default: all devices).
+  """
+
+  def __init__(self, x: np.ndarray, y: np.ndarray, *, batch_size: int, seed: int,
+               parallel: str = "jit", mesh: Optional[Mesh] = None):
+    if parallel not in PARALLEL_MODES:
+      raise ValueError(f"Unknown parallel mode {parallel!r}; valid: {', '.join(PARALLEL_MODES)}")
+    if len(x) != len(y):
+      raise ValueError(f"x has {len(x)} examples but y has {len(y)}")
+    self.num_examples = len(x)
+    self.batch_size = int(batch_size)
+    self.seed = int(seed)
+    self.parallel = parallel
+    self.steps_per_epoch = steps_per_epoch(self.num_examples, self.batch_size)
+    if parallel == "jit":
+      self.mesh = make_mesh() if mesh is None else mesh
+      self.num_devices = self.mesh.devices.size
+      self.per_device = check_batch_size(self.batch_size, self.num_devices)
+      replicated = NamedSharding(self.mesh, P())
+      self.index_sharding = NamedSharding(self.mesh, P(DATA_AXIS))
+      self._data = (_put(x, replicated), _put(y, replicated))
+      self._gather = jax.jit(_gather, out_shardings=self.index_sharding)
+    else:
+      if jax.process_count() > 1:
+        raise ValueError("parallel='pmap' runs on one process; use parallel='jit' for multi-host")
+      self.mesh = None
+      devices = jax.local_devices()
+      self.num_devices = len(devices)
+      self.per_device = check_batch_size(self.batch_size, self.num_devices)
+      self._data = tuple(pmap_put(a, devices, replicate=True) for a in (x, y))
+      self._devices = devices
+      self._gather = jax.pmap(_gather)
+
+  def indices(self, step: int) -> np.ndarray:
+    """Global batch indices at ``step`` (host numpy, int32)."""
+    return batch_indices(self.seed, step, self.num_examples, self.batch_size)
+
+  def batch(self, step: int) -> Mapping[str, jax.Array]:
+    """The batch of global step ``step``, gathered on device and laid out for ``parallel``."""
+    idx = self.indices(step)
+    if self.parallel == "jit":
+      idx = _put(idx, self.index_sharding)
+    else:
+      idx = pmap_put(idx.reshape(self.num_devices, self.per_device), self._devices,
+                     replicate=False)
+    x, y = self._gather(*self._data, idx)
+    return {"x": x, "y": y}
+
+  def position(self, step: int) -> dict[str, int]:
+    """The pipeline position at ``step`` (saved with checkpoints, for the record)."""
+    epoch, i = divmod(int(step), self.steps_per_epoch)
+    return {"step": int(step), "epoch": epoch, "batch_in_epoch": i, "seed": self.seed}
+
+
+def _gather(x: jax.Array, y: jax.Array, idx: jax.Array) -> tuple[jax.Array, jax.Array]:
+  return jnp.take(x, idx, axis=0), jnp.take(y, idx, axis=0)
+
+
+def shard_eval_set(x: np.ndarray, y: np.ndarray, *, chunk_size: int, parallel: str,
+                   mesh: Optional[Mesh] = None) -> list[dict[str, Any]]:
+  """Splits an evaluation set into device-resident chunks of ``chunk_size`` with a mask.
+
+  The last chunk is padded with zeros (mask 0) to ``chunk_size`` so one compiled eval step
+  serves every chunk. ``chunk_size`` must be divisible by the number of devices.
+  """
+  n = len(x)
+  chunks = []
+  for start in range(0, n, chunk_size):
+    xs, ys = x[start:start + chunk_size], y[start:start + chunk_size]
+    pad = chunk_size - len(xs)
+    mask = np.concatenate([np.ones(len(xs), np.float32), np.zeros(pad, np.float32)])
+    xs = np.concatenate([xs, np.zeros((pad,) + xs.shape[1:], xs.dtype)])
+    ys = np.concatenate([ys, np.zeros((pad,), ys.dtype)])
+    if parallel == "pmap":
+      devices = jax.local_devices()
+      nd = len(devices)
+      put = lambda a: pmap_put(a.reshape((nd, -1) + a.shape[1:]), devices, replicate=False)
+    else:
+      sharding = NamedSharding(make_mesh() if mesh is None else mesh, P(DATA_AXIS))
+      put = lambda a: _put(a, sharding)
+    chunks.append({"x": put(xs), "y": put(ys), "mask": put(mask)})
+  return chunks

@@ -1,0 +1,107 @@
+"""Placing the train state and compiling steps for ``parallel='jit'`` or ``parallel='pmap'``.
+
+* ``jit``: one program over a 1-D ``'data'`` mesh of all devices (all processes when
+  multi-host). The state is replicated (``NamedSharding(mesh, P())``), the batch is split
+  over ``'data'``; XLA inserts the gradient all-reduce, and BatchNorm statistics of a sharded
+  batch are global automatically.
+* ``pmap``: one program per local device; the state carries a leading device axis, gradients,
+  loss and BatchNorm statistics are ``pmean``-ed over the axis ``'batch'`` (models are built
+  with ``axis_name='batch'``). Single process only.
+
+Both donate the state (``donate_argnums``) so optimizer buffers are updated in place.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from flaxopt.data.pipeline import DATA_AXIS, make_mesh, pmap_put
+
+__all__ = ["PMAP_AXIS", "Parallel"]
+
+PMAP_AXIS = "batch"
+METRIC_KEYS = ("loss", "ce_loss", "accuracy")
+
+
+def _put_global(x: Any, sharding: NamedSharding) -> jax.Array:
+  x = np.asarray(x)
+  return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+class Parallel:
+  """Device placement and compilation for one parallel mode (``'jit'`` or ``'pmap'``)."""
+
+  def __init__(self, mode: str, mesh: Optional[Mesh] = None):
+    if mode not in ("jit", "pmap"):
+      raise ValueError(f"Unknown parallel mode {mode!r}; valid: jit, pmap")
+    self.mode = mode
+    self.axis_name = PMAP_AXIS if mode == "pmap" else None
+    if mode == "jit":
+      self.mesh = make_mesh() if mesh is None else mesh
+      self.replicated = NamedSharding(self.mesh, P())
+      self.batch_sharding = NamedSharding(self.mesh, P(DATA_AXIS))
+      self.num_devices = self.mesh.devices.size
+    else:
+      self.mesh = None
+      self.devices = jax.local_devices()
+      self.num_devices = len(self.devices)
+
+  # -- placement -------------------------------------------------------------------------
+  def put(self, tree: Any) -> Any:
+    """Replicates a host/single-device pytree on every device (global array / device axis)."""
+    if self.mode == "jit":
+      return jax.tree.map(self._put_replicated, tree)
+    return jax.tree.map(lambda a: pmap_put(a, self.devices, replicate=True), tree)
+
+  def _put_replicated(self, a: Any) -> jax.Array:
+    if isinstance(a, jax.Array) and a.sharding == self.replicated:
+      return a  # already placed (e.g. restored by orbax with this sharding)
+    return _put_global(a, self.replicated)
+
+  def get(self, tree: Any) -> Any:
+    """The single logical copy of a replicated pytree (drops pmap's device axis)."""
+    if self.mode == "jit":
+      return tree
+    return jax.tree.map(lambda a: a[0], tree)
+
+  def zeros_sums(self) -> dict:
+    """Metric accumulators (summed per step on device, read every ``log_every`` steps)."""
+    sums = {k: jnp.zeros((), jnp.float32) for k in METRIC_KEYS + ("count",)}
+    return self.put(sums)
+
+  # -- compilation -----------------------------------------------------------------------
+  def compile_train(self, step_fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn(state, batch, sums) -> (state, sums)``, jitted/pmapped with state+sums donated."""
+
+    def step_and_accumulate(state, batch, sums):
+      state, metrics = step_fn(state, batch)
+      sums = {k: sums[k] + (metrics[k] if k in metrics else 1.0) for k in sums}
+      return state, sums
+
+    if self.mode == "jit":
+      return jax.jit(step_and_accumulate, donate_argnums=(0, 2),
+                     in_shardings=(self.replicated, self.batch_sharding, self.replicated),
+                     out_shardings=(self.replicated, self.replicated))
+    return jax.pmap(step_and_accumulate, axis_name=PMAP_AXIS, donate_argnums=(0, 2))
+
+  def compile_eval(self, eval_fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn(params, batch_stats, chunk) -> sums`` (pmap: psum inside, device axis kept)."""
+    if self.mode == "jit":
+      return jax.jit(eval_fn, in_shardings=(self.replicated, self.replicated,
+                                            self.batch_sharding),
+                     out_shardings=self.replicated)
+    return jax.pmap(eval_fn, axis_name=PMAP_AXIS)
+
+  def read(self, tree: Any) -> Any:
+    """Host numpy values of a (replicated) pytree: the one place the loop syncs."""
+    return jax.tree.map(lambda a: np.asarray(jax.device_get(self._local(a))), self.get(tree))
+
+  def _local(self, a: jax.Array) -> jax.Array:
+    if self.mode == "jit" and not a.is_fully_addressable:
+      return a.addressable_data(0)
+    return a
