@@ -28,9 +28,9 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.batch_size = 100
   config.num_train_steps = 6000
-  config.eval_every = 1000  # one jitted evaluation of the whole test set
+  config.eval_every = 500  # one jitted evaluation of the whole test set
   config.eval_batch_size = 0  # 0: the whole evaluation set in one chunk
-  config.log_every = 1000  # progress line + divergence check (host sync) every N steps
+  config.log_every = 500  # progress line + divergence check (host sync) every N steps
   config.checkpoint_every = 3000  # 0: only at the end
   config.max_to_keep = 2
   config.parallel = "jit"  # jit (mesh + NamedSharding) | pmap

@@ -18,20 +18,14 @@ Exits non-zero when the finding is not reproduced.
 
 from __future__ import annotations
 
-import sys
 from typing import Any, Optional
 
-from absl import app
-from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from experiments import signal_propagation as sp
 import flaxopt.functional as F
-
-_FAST = flags.DEFINE_bool("fast", False, "Test-sized run (width 256, 1,000 examples).")
-_PLOT = flags.DEFINE_string("plot", "docs/images/repro_glorot2010.png", "Where to write the plot.")
 
 DEPTH = 5
 INITS = {"standard": F.standard_uniform, "normalized": F.xavier_uniform}
@@ -92,12 +86,5 @@ def report(result: dict[str, Any]) -> str:
                               "gradient variance", rows, result["reproduced"])
 
 
-def main(argv):
-  del argv
-  result = run(fast=_FAST.value, plot_path=_PLOT.value or None)
-  print(report(result))
-  sys.exit(0 if result["reproduced"] else 1)
-
-
 if __name__ == "__main__":
-  app.run(main)
+  sp.script_main(run, report, "docs/images/repro_glorot2010.png")

@@ -17,11 +17,8 @@ Exits non-zero when the finding is not reproduced.
 from __future__ import annotations
 
 import math
-import sys
 from typing import Any, Optional
 
-from absl import app
-from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,9 +27,6 @@ import optax
 from experiments import signal_propagation as sp
 import flaxopt.functional as F
 from flaxopt import optim
-
-_FAST = flags.DEFINE_bool("fast", False, "Test-sized run (narrow model, few steps).")
-_PLOT = flags.DEFINE_string("plot", "docs/images/repro_he2015.png", "Where to write the plot.")
 
 DEPTH = 30
 INITS = {"he": F.he_normal, "xavier": F.xavier_normal}
@@ -125,12 +119,5 @@ def report(result: dict[str, Any]) -> str:
                               rows, result["reproduced"])
 
 
-def main(argv):
-  del argv
-  result = run(fast=_FAST.value, plot_path=_PLOT.value or None)
-  print(report(result))
-  sys.exit(0 if result["reproduced"] else 1)
-
-
 if __name__ == "__main__":
-  app.run(main)
+  sp.script_main(run, report, "docs/images/repro_he2015.png")

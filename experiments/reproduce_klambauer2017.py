@@ -17,21 +17,14 @@ Exits non-zero when the finding is not reproduced.
 
 from __future__ import annotations
 
-import sys
 from typing import Any, Optional
 
-from absl import app
-from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from experiments import signal_propagation as sp
 import flaxopt.functional as F
-
-_FAST = flags.DEFINE_bool("fast", False, "Test-sized run (width 256, batch 256).")
-_PLOT = flags.DEFINE_string("plot", "docs/images/repro_klambauer2017.png",
-                            "Where to write the plot.")
 
 DEPTH = 100
 ACTIVATIONS = {"selu": F.selu, "relu": F.relu, "tanh": F.tanh}
@@ -94,12 +87,5 @@ def report(result: dict[str, Any]) -> str:
                               rows, result["reproduced"])
 
 
-def main(argv):
-  del argv
-  result = run(fast=_FAST.value, plot_path=_PLOT.value or None)
-  print(report(result))
-  sys.exit(0 if result["reproduced"] else 1)
-
-
 if __name__ == "__main__":
-  app.run(main)
+  sp.script_main(run, report, "docs/images/repro_klambauer2017.png")

@@ -23,11 +23,8 @@ Exits non-zero when the finding is not reproduced.
 
 from __future__ import annotations
 
-import sys
 from typing import Any, Optional
 
-from absl import app
-from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,8 +33,6 @@ import optax
 from experiments import signal_propagation as sp
 from flaxopt import optim
 
-_FAST = flags.DEFINE_bool("fast", False, "Test-sized run (3,000 steps, Theorem 1 only).")
-_PLOT = flags.DEFINE_string("plot", "docs/images/repro_reddi2018.png", "Where to write the plot.")
 
 # name -> (period, large gradient, small gradient, b1, b2, alpha, steps (full run))
 PROBLEMS: dict[str, tuple[int, float, float, float, float, float, int]] = {
@@ -126,12 +121,5 @@ def report(result: dict[str, Any]) -> str:
                               rows, result["reproduced"])
 
 
-def main(argv):
-  del argv
-  result = run(fast=_FAST.value, plot_path=_PLOT.value or None)
-  print(report(result))
-  sys.exit(0 if result["reproduced"] else 1)
-
-
 if __name__ == "__main__":
-  app.run(main)
+  sp.script_main(run, report, "docs/images/repro_reddi2018.png")

@@ -12,8 +12,9 @@ Methods (``--methods``): ours (``newton`` = exact below 1,000 parameters else Ne
 ``scipy.optimize.minimize`` with ``BFGS``, ``L-BFGS-B``, ``CG``, ``Newton-CG`` (exact
 Hessian-vector products from JAX), and on the training problems Adam (lr 1e-2).
 
-The optimization problems run until ||grad||_inf <= 1e-5 (scipy's ``gtol``); the training
-problems run a fixed number of iterations (``--train_iters``, Adam ``--adam_iters``).
+Every run stops at ||grad||_inf <= 1e-5 (scipy's ``gtol``; scipy's Newton-CG has no
+gradient test and stops on ``xtol``) or at an iteration cap (``--max_iters`` on the test
+problems, ``--train_iters`` / ``--adam_iters`` on the training problems).
 Function evaluations count every (value, grad) or value call; Newton additionally
 computes one Hessian (exact) or up to ``cg_max_iters`` Hessian-vector products per step
 (column ``hess``). Our wall time is measured after a compile (warm-up) run; scipy's
@@ -189,7 +190,7 @@ def run_ours(name: str, f, x0, max_iters: int, stop_at_gtol: bool, accuracy=None
   def step(x, state):
     value, grad = value_and_grad(x, state=state) if wolfe else value_and_grad(x)
     updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=f)
-    gmax = max(jnp.max(jnp.abs(g)) for g in jax.tree_util.tree_leaves(grad))
+    gmax = jnp.max(jnp.stack([jnp.max(jnp.abs(g)) for g in jax.tree_util.tree_leaves(grad)]))
     return optax.apply_updates(x, updates), state, value, gmax
 
   jax.block_until_ready(step(x0, state0))  # compile
@@ -271,15 +272,14 @@ def run_scipy(name: str, f, x0, max_iters: int, stop_at_gtol: bool, accuracy=Non
 def run(problem: str, method: str, seed: int) -> dict[str, Any]:
   make, kind = PROBLEMS[problem]
   f, x0, accuracy = make(seed)
-  solve = kind == "solve"
-  if method == "adam" and solve:
-    return {}
-  if solve:
+  if kind == "solve":
+    if method == "adam":
+      return {}
     max_iters = _MAX_ITERS.value
   else:
     max_iters = _ADAM_ITERS.value if method == "adam" else _TRAIN_ITERS.value
   runner = run_scipy if method in SCIPY else run_ours
-  return runner(method, f, x0, max_iters, solve, accuracy)
+  return runner(method, f, x0, max_iters, True, accuracy)
 
 
 # ----------------------------------------------------------------------------

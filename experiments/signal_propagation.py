@@ -187,3 +187,24 @@ def save_figure(fig: Any, path: str) -> None:
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
+
+
+def script_main(run: Callable[..., dict[str, Any]], report: Callable[[dict[str, Any]], str],
+                default_plot: str) -> None:
+  """The ``__main__`` of a reproduce_* script: flags --fast and --plot, print, exit status.
+
+  Flags are defined here, not at import, so that tests can import several scripts.
+  Exits 0 when ``run(...)['reproduced']``, else 1.
+  """
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  fast = flags.DEFINE_bool("fast", False, "Test-sized run (seconds instead of minutes).")
+  plot = flags.DEFINE_string("plot", default_plot, "Where to write the PNG plot ('' for none).")
+
+  def main(argv):
+    del argv
+    result = run(fast=fast.value, plot_path=plot.value or None)
+    print(report(result))
+    raise SystemExit(0 if result["reproduced"] else 1)
+
+  app.run(main)

@@ -172,8 +172,11 @@ def stochastic_pool(x: Array, window: Window, strides: Optional[Window] = None,
   probs = jnp.where(total > 0, weights / jnp.where(total > 0, total, 1), uniform)
   if deterministic:
     return jnp.sum(probs * values, axis=-1).astype(x.dtype)
-  logits = jnp.log(lax.stop_gradient(probs))  # log(0) = -inf: never drawn.
-  index = jax.random.categorical(key, logits, axis=-1)
+  # Inverse CDF, one uniform per window: the first k with cdf_k > u * cdf_K. Zero-probability
+  # entries never satisfy it first (their cdf equals the one before them).
+  cdf = jnp.cumsum(lax.stop_gradient(probs), axis=-1)
+  u = jax.random.uniform(key, cdf.shape[:-1] + (1,), cdf.dtype)
+  index = jnp.minimum(jnp.sum(cdf <= u * cdf[..., -1:], axis=-1), cdf.shape[-1] - 1)
   return jnp.take_along_axis(patches, index[..., None], axis=-1)[..., 0]
 
 

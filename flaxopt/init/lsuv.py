@@ -19,6 +19,7 @@ The paper's values are ``tol = 0.1`` and ``max_iters = 10``; they are the defaul
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -141,6 +142,14 @@ def _orthogonalize(key: jax.Array, variables: dict[str, Any], paths: Sequence[Pa
   return variables
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _variances(apply_fn: ApplyFn, paths: tuple[Path, ...], variables: Any,
+               x_batch: jax.Array) -> jax.Array:
+  """Output variance of each layer in ``paths`` (float32), one forward pass."""
+  outs = layer_outputs(apply_fn, variables, x_batch)
+  return jnp.stack([jnp.var(outs[p].astype(jnp.float32)) for p in paths])
+
+
 def lsuv(apply_fn: ApplyFn,
          variables: Mapping[str, Any],
          x_batch: jax.Array,
@@ -194,14 +203,9 @@ def lsuv(apply_fn: ApplyFn,
   if orthogonal_key is not None:
     variables = _orthogonalize(orthogonal_key, variables, paths)
 
-  @jax.jit
-  def variances(v):
-    outs = layer_outputs(apply_fn, v, x_batch)
-    return jnp.stack([jnp.var(outs[p].astype(jnp.float32)) for p in paths])
-
   reports = []
   for index, path in enumerate(paths):
-    var = initial = float(variances(variables)[index])
+    var = initial = float(_variances(apply_fn, tuple(paths), variables, x_batch)[index])
     iterations = 0
     while abs(var - target_var) >= tol and iterations < max_iters:
       if not (math.isfinite(var) and var > 0):
@@ -209,7 +213,7 @@ def lsuv(apply_fn: ApplyFn,
       kernel = module_params(variables["params"], path)["kernel"]
       scale = jnp.sqrt(target_var / var).astype(kernel.dtype)
       variables = _replace_kernel(variables, path, kernel * scale)
-      var = float(variances(variables)[index])
+      var = float(_variances(apply_fn, tuple(paths), variables, x_batch)[index])
       iterations += 1
     reports.append(LayerReport(path=path, initial_var=initial, final_var=var,
                                iterations=iterations,

@@ -129,7 +129,8 @@ def cd_update(params: RBMParams, v0: jax.Array, key: jax.Array, *, learning_rate
               k: int = 1, visible: str = "bernoulli") -> RBMParams:
   """One CD-k step of gradient ascent: ``theta <- theta + learning_rate * cd_gradients``."""
   grads = cd_gradients(params, v0, key, k=k, visible=visible)
-  return jax.tree_util.tree_map(lambda p, g: p + learning_rate * g.astype(p.dtype), params, grads)
+  return jax.tree_util.tree_map(lambda p, g: p + (learning_rate * g).astype(p.dtype),
+                                params, grads)
 
 
 @functools.partial(jax.jit, static_argnames=("num_hidden", "steps", "batch_size", "k",

@@ -1,6 +1,6 @@
 """User-facing first-order optimizers: a ``scale_by_*`` primitive, then the learning rate.
 
-Every alias is ``optax.chain(primitive, optax.scale_by_learning_rate(lr))`` and
+Every alias is ``optax.chain(primitive, scale_by_learning_rate(lr))`` and
 is driven by ``optax.apply_updates``. ``learning_rate`` is always required (a
 positive float or an optax schedule; no default can turn a step into ascent).
 The update rules, conventions and their differences from PyTorch and optax are
@@ -57,9 +57,9 @@ def _check_learning_rate(learning_rate: ScalarOrSchedule) -> None:
 
 def _with_learning_rate(primitive: Optional[optax.GradientTransformation],
                         learning_rate: ScalarOrSchedule) -> optax.GradientTransformation:
-  """``chain(primitive, scale_by_learning_rate(learning_rate))`` (descent)."""
+  """``chain(primitive, transform.scale_by_learning_rate(learning_rate))`` (descent)."""
   _check_learning_rate(learning_rate)
-  scale = optax.scale_by_learning_rate(learning_rate)
+  scale = transform.scale_by_learning_rate(learning_rate)
   return scale if primitive is None else optax.chain(primitive, scale)
 
 
@@ -74,7 +74,8 @@ def sgd(learning_rate: ScalarOrSchedule) -> optax.GradientTransformation:
 
 
 def momentum(learning_rate: ScalarOrSchedule,
-             momentum: ScalarLike = 0.9) -> optax.GradientTransformation:  # pylint: disable=redefined-outer-name
+             momentum: ScalarLike = 0.9,  # pylint: disable=redefined-outer-name
+             ) -> optax.GradientTransformation:
   r"""Heavy-ball momentum: ``v_t = mu v_{t-1} + g_t``, ``x_{t+1} = x_t - lr v_t``.
 
   Same as ``torch.optim.SGD(lr, momentum=mu)`` and ``optax.sgd(lr, momentum=mu)``.
@@ -84,7 +85,8 @@ def momentum(learning_rate: ScalarOrSchedule,
 
 
 def nesterov(learning_rate: ScalarOrSchedule,
-             momentum: ScalarLike = 0.9) -> optax.GradientTransformation:  # pylint: disable=redefined-outer-name
+             momentum: ScalarLike = 0.9,  # pylint: disable=redefined-outer-name
+             ) -> optax.GradientTransformation:
   r"""Nesterov momentum: ``v_t = mu v_{t-1} + g_t``, ``x_{t+1} = x_t - lr (g_t + mu v_t)``.
 
   Same as ``torch.optim.SGD(lr, momentum=mu, nesterov=True)`` and

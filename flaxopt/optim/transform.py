@@ -18,9 +18,9 @@ Conventions shared by every primitive here:
   and rounded once), and updates are returned in the gradient dtype. Step
   counters are int32 scalars, incremented with ``optax.safe_int32_increment``.
 * Hyperparameters are plain arguments that may be Python numbers or arrays, so
-  every primitive works inside ``optax.inject_hyperparams``; Python-number
-  arguments are validated at construction time (ValueError naming the value),
-  traced arrays are not.
+  every primitive works inside ``optax.inject_hyperparams``. Python numbers and
+  concrete arrays are validated at construction time (ValueError naming the
+  argument and value); traced values cannot be and are not.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import optax
 
 __all__ = [
+    "scale_by_learning_rate",
     "ScaleByMomentumState",
     "ScaleByAdagradState",
     "ScaleByAdadeltaState",
@@ -79,7 +80,11 @@ def check_in_range(name: str, value: Any, low: float, high: float, *,
   if not (ok_low and ok_high):
     lo = "(" if low_open else "["
     hi = ")" if high_open else "]"
-    raise ValueError(f"{name} must be in {lo}{low}, {high}{hi}, got {value!r}.")
+    hint = ""
+    if getattr(value, "dtype", None) in (jnp.bfloat16, jnp.float16):
+      hint = (" (rounded to half precision: under optax.inject_hyperparams with "
+              "half-precision params, pass hyperparam_dtype=jnp.float32)")
+    raise ValueError(f"{name} must be in {lo}{low}, {high}{hi}, got {value!r}{hint}.")
 
 
 def _check_nonneg(name: str, value: Any) -> None:
@@ -132,6 +137,48 @@ def _ema(decay: ScalarLike, moment: jax.Array, value: jax.Array) -> jax.Array:
 def _rsqrt_eps(v: jax.Array, eps: ScalarLike, eps_root: ScalarLike) -> jax.Array:
   """``1 / (sqrt(v + eps_root) + eps)``: eps outside (PyTorch), eps_root inside (optax)."""
   return 1 / (jnp.sqrt(v + eps_root) + eps)
+
+
+# ----------------------------------------------------------------------------
+# The learning rate (descent direction).
+# ----------------------------------------------------------------------------
+
+
+def scale_by_learning_rate(learning_rate: Any) -> optax.GradientTransformation:
+  r"""Descent step: ``u -> -lr_t u``, returned in the dtype of ``u``.
+
+  Same math and state as ``optax.scale_by_learning_rate`` (a
+  ``ScaleByScheduleState`` count for schedules, ``EmptyState`` for constants),
+  but a learning rate that is a wider array than the update (float32 under
+  ``optax.inject_hyperparams(..., hyperparam_dtype=jnp.float32)`` or from a
+  schedule) does not promote bfloat16 updates to float32.
+
+  Args:
+    learning_rate: a float, a 0-d array, or an optax schedule ``count -> lr``.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+  """
+  def scale(updates, lr):
+    return _map(lambda u: (u * -lr).astype(u.dtype), updates)
+
+  if callable(learning_rate):
+    def init_fn(params):
+      del params
+      return optax.ScaleByScheduleState(count=_count())
+
+    def update_fn(updates, state, params=None):
+      del params
+      new_state = optax.ScaleByScheduleState(optax.safe_int32_increment(state.count))
+      return scale(updates, learning_rate(state.count)), new_state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+  def update_constant(updates, state, params=None):
+    del params
+    return scale(updates, learning_rate), state
+
+  return optax.GradientTransformation(optax.init_empty_state, update_constant)
 
 
 # ----------------------------------------------------------------------------
@@ -336,7 +383,9 @@ def scale_by_rmsprop(decay: ScalarLike = 0.99,
                      centered: bool = False,
                      momentum: Optional[ScalarLike] = None,
                      bias_correction: bool = False) -> optax.GradientTransformation:
-  r"""RMSprop: ``nu_t = a nu_{t-1} + (1 - a) g_t^2``, update ``g_t / (sqrt(nu_t + eps_root) + eps)``.
+  r"""RMSprop: update ``g_t / (sqrt(nu_t + eps_root) + eps)``, ``nu_t`` an EMA of ``g^2``.
+
+  ``nu_t = a nu_{t-1} + (1 - a) g_t^2``.
 
   ``centered=True`` replaces ``nu_t`` by ``nu_t - m_t^2`` with
   ``m_t = a m_{t-1} + (1 - a) g_t`` (Graves 2013). With ``momentum`` the
@@ -413,7 +462,7 @@ def scale_by_rmsprop(decay: ScalarLike = 0.99,
 
 
 class ScaleByAdamState(NamedTuple):
-  """Step count, first moment ``mu``, second moment ``nu`` (Adam) or infinity norm ``u`` (AdaMax)."""
+  """Step count, first moment ``mu``, ``nu``: second moment (Adam) or ``u`` (AdaMax)."""
   count: jax.Array
   mu: Any
   nu: Any
@@ -535,7 +584,9 @@ def scale_by_amsgrad(b1: ScalarLike = 0.9,
                      eps: ScalarLike = 1e-8,
                      eps_root: ScalarLike = 0.0,
                      correct_before_max: bool = False) -> optax.GradientTransformation:
-  r"""AMSGrad: ``vmax_t = max(vmax_{t-1}, v_t)``, update ``m_hat / (sqrt(vmax_t / (1 - b2^t) + eps_root) + eps)``.
+  r"""AMSGrad: Adam with the running maximum ``vmax_t = max(vmax_{t-1}, v_t)``.
+
+  Update ``m_hat / (sqrt(vmax_t / (1 - b2^t) + eps_root) + eps)``.
 
   Moments as in Adam. The default (the running max of the raw ``v_t``,
   bias-corrected after the max) is PyTorch's ``Adam(amsgrad=True)``. Reddi et

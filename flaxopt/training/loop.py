@@ -275,6 +275,8 @@ def _train(config, workdir: str, setup: dict, t_start: float) -> dict:
     es_state = es_lib.EarlyStoppingState.from_dict(meta["early_stopping"])
     window = meta["window"]
     status = meta.get("status", "running")
+    if status == "completed" and start < num_steps:
+      status = "running"  # num_train_steps was raised: train on
     history = [r for r in metrics_lib.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
                if r["step"] <= start]
     logging.info("Resumed from the checkpoint at step %d (%s).", start,
@@ -294,6 +296,7 @@ def _train(config, workdir: str, setup: dict, t_start: float) -> dict:
   t_train = t_last = time.time()
   last_sync = start
   step = start
+  restored = None  # evaluation of the restored best parameters (early stopping)
   if status == "running":
     for step in range(start + 1, num_steps + 1):
       state, sums = train_fn(state, pipe.batch(step - 1), sums)
@@ -348,6 +351,10 @@ def _train(config, workdir: str, setup: dict, t_start: float) -> dict:
                        early.criterion, early.metric, es_state.best_value, es_state.best_step)
           if keep_best:
             state = state.replace(**par.put(best))
+            restored = {"step": es_state.best_step, "restored_best": True}
+            for name, chunks in eval_sets.items():
+              restored[f"{name}_loss"], restored[f"{name}_accuracy"] = _evaluate(
+                  eval_fn, par, state, chunks)
           save(step, status)
           break
 
@@ -363,7 +370,7 @@ def _train(config, workdir: str, setup: dict, t_start: float) -> dict:
   ckpt.close()
   writer.close()
 
-  summary = _summary(status, history, es_state, early, config, step,
+  summary = _summary(status, history, restored, es_state, early, config, step,
                      wall_time=time.time() - t_start, setup_time=setup_time,
                      compile_time=compile_time, train_time=train_time, start=start)
   if is_main:
@@ -376,11 +383,17 @@ def _train(config, workdir: str, setup: dict, t_start: float) -> dict:
   return summary
 
 
-def _summary(status: str, history: list, es_state, early, config, step: int, **times) -> dict:
-  """summary.json: status, final and best evaluation records, timing."""
+def _summary(status: str, history: list, restored: Optional[dict], es_state, early, config,
+             step: int, **times) -> dict:
+  """summary.json: status, final and best evaluation records, timing.
+
+  ``final`` is the last evaluation, or after early stopping with ``restore_best`` the record
+  of the best step updated with a fresh evaluation of the restored parameters.
+  """
   final = history[-1] if history else None
   if status == "early_stopped" and history and early.restore_best:
-    final = next(r for r in history if r["step"] == es_state.best_step)
+    final = dict(next(r for r in history if r["step"] == es_state.best_step))
+    final.update(restored or {"restored_best": True})
   best = max(history, key=lambda r: r.get("test_accuracy", -1.0)) if history else None
   resumed_steps = step - times.pop("start")
   train_time = times["train_time"] - times["compile_time"]

@@ -76,6 +76,7 @@ class NormalizationTest(chex.TestCase):
   @parameterized.named_parameters(*NAMED)
   def test_dtypes_kept_and_bfloat16_close(self, name):
     fn, reference = CASES[name]
+    fn = jax.jit(fn)
     out = fn(jnp.asarray(X, jnp.bfloat16), SCALE, BIAS)
     self.assertEqual(out.dtype, jnp.bfloat16)
     # bfloat16 input rounding (~0.4%) is the only error: statistics are float32.
@@ -98,15 +99,18 @@ class NormalizationTest(chex.TestCase):
     chex.assert_tree_all_finite(grads)
 
   def test_check_grads(self):
+    """One check of every normalizer's gradient (x, scale, bias): the outputs concatenated."""
     x = np.random.default_rng(1).normal(size=(2, 3, 2, 4))
     s = np.linspace(0.5, 1.5, 4)
     b = np.linspace(-1, 1, 4)
-    fns = (lambda x, s, b: F.batch_norm(x, s, b), lambda x, s, b: F.layer_norm(x, s, b),
-           lambda x, s, b: F.instance_norm(x, s, b), lambda x, s, b: F.group_norm(x, 2, s, b),
-           lambda v, g, _: F.weight_norm(v, g))
+
+    def all_norms(x, s, b):
+      outs = (F.batch_norm(x, s, b), F.layer_norm(x, s, b), F.instance_norm(x, s, b),
+              F.group_norm(x, 2, s, b), F.weight_norm(x, s))
+      return jnp.concatenate([o.ravel() for o in outs])
+
     with jax.enable_x64(True):
-      for fn in fns:
-        check_grads(jax.jit(fn), (x, s, b), order=1, modes=("rev",), atol=1e-5, rtol=1e-5)
+      check_grads(jax.jit(all_norms), (x, s, b), order=1, modes=("rev",), atol=1e-5, rtol=1e-5)
 
   def test_large_mean_is_stable_in_float32(self):
     """Mean 1e4, std 1: E[x^2]-E[x]^2 loses every digit in float32; two-pass does not."""
@@ -131,10 +135,11 @@ class NormalizationTest(chex.TestCase):
 
   def test_special_cases_of_group_norm(self):
     x2 = X.reshape(-1, SHAPE[-1])
-    chex.assert_trees_all_close(F.group_norm(x2, 1, SCALE, BIAS),
-                                F.layer_norm(x2, SCALE, BIAS), atol=1e-6)
-    chex.assert_trees_all_close(F.group_norm(X, SHAPE[-1], SCALE, BIAS),
-                                F.instance_norm(X, SCALE, BIAS), atol=1e-6)
+    pairs = jax.jit(lambda x, x2: (
+        (F.group_norm(x2, 1, SCALE, BIAS), F.layer_norm(x2, SCALE, BIAS)),
+        (F.group_norm(x, SHAPE[-1], SCALE, BIAS), F.instance_norm(x, SCALE, BIAS))))(X, x2)
+    for group, special in pairs:
+      chex.assert_trees_all_close(group, special, atol=1e-6)
 
   def test_moments_mask(self):
     where = np.arange(SHAPE[0])[:, None, None, None] < 3

@@ -11,6 +11,7 @@ from typing import Any
 
 import chex
 import jax
+import jax.test_util  # pylint: disable=unused-import
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -53,6 +54,7 @@ CASES = [
     Case("adafactor", dict(learning_rate=1e-2, beta1=0.9), 5000),
 ]
 IDS = [str(c) for c in CASES]
+ONE_CASE_PER_NAME = list({c.name: c for c in reversed(CASES)}.values())
 
 PARABOLA_TARGET = {"w": jnp.array([[1.0, -1.0, 0.5], [2.0, 0.0, -0.5]]),
                    "b": jnp.array([1.0, -1.0, 1.0])}
@@ -154,6 +156,44 @@ def test_no_recompilation_on_second_update(case: Case) -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_vmap_over_independent_problems(case: Case) -> None:
+  tx = case.make()
+  params, grads = _small_problem()
+  other = jax.tree.map(lambda p: 2.0 * p - 1.0, params)
+  stack = lambda a, b: jax.tree.map(lambda x, y: jnp.stack([x, y]), a, b)
+  both = stack(params, other)
+
+  @jax.jit
+  def batched(g, params):
+    update = jax.vmap(tx.update)
+    state = jax.vmap(tx.init)(params)
+    return update(g, state, params)[0]
+
+  got = batched(stack(grads[0], grads[1]), both)
+  for i, (p, g) in enumerate(((params, grads[0]), (other, grads[1]))):
+    want, _ = tx.update(g, tx.init(p), p)
+    chex.assert_trees_all_close(jax.tree.map(lambda x, i=i: x[i], got), want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("case", ONE_CASE_PER_NAME, ids=str)
+def test_differentiable_through_updates(case: Case) -> None:
+  """Gradients through two optimizer steps match finite differences (float64)."""
+  with jax.enable_x64(True):
+    tx = case.make()
+    params, _ = _small_problem(jnp.float64)
+
+    def loss_after_two_steps(p):
+      state = tx.init(p)
+      for _ in range(2):
+        updates, state = tx.update(jax.grad(_parabola)(p), state, p)
+        p = optax.apply_updates(p, updates)
+      return _parabola(p)
+
+    jax.test_util.check_grads(loss_after_two_steps, (params,), order=1, modes=["rev"],
+                              eps=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_inject_hyperparams_matches_plain(case: Case) -> None:
   params, grads = _small_problem()
   injected = optax.inject_hyperparams(alias.REGISTRY[case.name])(**case.kwargs)
@@ -168,6 +208,20 @@ def test_inject_hyperparams_matches_plain(case: Case) -> None:
   state.hyperparams["learning_rate"] = state.hyperparams["learning_rate"] / 2
   u_half, _ = injected.update(grads[0], state, params)
   chex.assert_trees_all_close(u_half, jax.tree.map(lambda u: u / 2, u_full), rtol=1e-6)
+
+
+def test_inject_hyperparams_bfloat16_rounding_is_caught() -> None:
+  # inject_hyperparams casts hyperparameters to the params' dtype: bf16(0.999) == 1.
+  params = jnp.ones(3, jnp.bfloat16)
+  with pytest.raises(ValueError, match="b2.*hyperparam_dtype"):
+    optax.inject_hyperparams(alias.adam)(learning_rate=1e-3).init(params)
+  # With float32 hyperparameters every optimizer still returns bfloat16 updates.
+  for case in ONE_CASE_PER_NAME:
+    tx = optax.inject_hyperparams(alias.REGISTRY[case.name],
+                                  hyperparam_dtype=jnp.float32)(**case.kwargs)
+    u, _ = tx.update(jnp.ones(3, jnp.bfloat16), tx.init(params), params)
+    assert u.dtype == jnp.bfloat16, case
+    chex.assert_tree_all_finite(u)
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)

@@ -275,6 +275,8 @@ def test_reddi_theorem1_adam_fails_amsgrad_converges() -> None:
   amsgrad_x = _online_problem_final_x(optim.amsgrad(lr, b1=0.0, b2=0.1), 3000)
   assert adam_x > 0.9, adam_x
   assert amsgrad_x < -0.9, amsgrad_x
+  # Control: with the usual beta2 = 0.999 Adam does find the optimum here.
+  assert _online_problem_final_x(optim.adam(lr, b1=0.0, b2=0.999), 3000) < -0.9
 
 
 # ---------------------------------------------------------------------------

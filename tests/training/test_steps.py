@@ -2,6 +2,7 @@
 devices under jit and pmap (dense model in-process; conv models run over gloo, test_train)."""
 
 import functools
+from typing import NamedTuple
 
 import chex
 import jax
@@ -31,15 +32,24 @@ def _model(axis_name=None, norm="batch"):
   return models.build_model(cfg, NUM_CLASSES, axis_name=axis_name)
 
 
+def _init(model, x):
+  # Level-1 compile: threefry compiles ~8x faster, same numbers (see loop._FAST_COMPILE).
+  return jax.jit(functools.partial(model.init, train=False),
+                 compiler_options={"xla_backend_optimization_level": 1})(
+                     jax.random.PRNGKey(1), x)
+
+
 def _state(model, tx, x):
-  variables = model.init(jax.random.PRNGKey(1), x[:BATCH], train=False)
+  variables = _init(model, x[:BATCH])
   return create_train_state(variables, tx, jax.random.PRNGKey(2))
 
 
 def _run(mode, devices, num_steps=3, tx=None):
   """num_steps train steps on the same batches; returns (final host state, losses)."""
   x, y = _data()
-  tx = tx or optax.adam(1e-2)
+  # SGD, not Adam: the bias before BatchNorm has a zero gradient up to rounding noise, which
+  # Adam's g / sqrt(v) would blow up to lr-sized steps of arbitrary sign.
+  tx = tx or optax.sgd(0.5)
   par = Parallel(mode, mesh=pipeline.make_mesh(devices) if mode == "jit" else None)
   if mode == "pmap":
     par.devices, par.num_devices = devices, len(devices)
@@ -66,7 +76,7 @@ def test_one_device_jit_four_devices_jit_and_pmap_agree():
     assert int(state.step) == 3
 
 
-@pytest.mark.parametrize("l1,l2", [(0.0, 0.0), (1e-3, 0.0), (0.0, 1e-2), (1e-3, 1e-2)])
+@pytest.mark.parametrize("l1,l2", [(0.0, 0.0), (1e-3, 1e-2)])
 def test_loss_is_cross_entropy_plus_penalties(l1, l2):
   x, y = _data()
   model = _model(norm="none")
@@ -75,45 +85,66 @@ def test_loss_is_cross_entropy_plus_penalties(l1, l2):
   batch = {"x": jnp.asarray(x[:BATCH]), "y": jnp.asarray(y[:BATCH])}
   new, metrics = jax.jit(functools.partial(steps.train_step, apply_fn=model.apply, tx=tx,
                                            num_classes=NUM_CLASSES, l1=l1, l2=l2))(state, batch)
-  logits = model.apply({"params": state.params}, batch["x"], train=True)
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
-  leaves = jax.tree.leaves(state.params)
-  penalty = l1 * sum(jnp.abs(w).sum() for w in leaves) + l2 * sum((w ** 2).sum() for w in leaves)
+
+  @jax.jit
+  def reference(params):  # jitted: eager tracing would compile ~100 tiny programs
+    def objective(p):
+      logits = model.apply({"params": p}, batch["x"], train=True)
+      ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
+      leaves = jax.tree.leaves(p)
+      penalty = (l1 * sum(jnp.abs(w).sum() for w in leaves)
+                 + l2 * sum((w ** 2).sum() for w in leaves))
+      return ce + penalty, ce
+    return jax.value_and_grad(objective, has_aux=True)(params)
+
+  (loss, ce), grads = reference(state.params)
   np.testing.assert_allclose(metrics["ce_loss"], ce, rtol=1e-6)
-  np.testing.assert_allclose(metrics["loss"], ce + penalty, rtol=1e-6)
+  np.testing.assert_allclose(metrics["loss"], loss, rtol=1e-6)
   # SGD step: params - lr * grad of the same objective.
-  grads = jax.grad(lambda p: optax.softmax_cross_entropy_with_integer_labels(
-      model.apply({"params": p}, batch["x"], train=True), batch["y"]).mean()
-      + l1 * sum(jnp.abs(w).sum() for w in jax.tree.leaves(p))
-      + l2 * sum((w ** 2).sum() for w in jax.tree.leaves(p)))(state.params)
   chex.assert_trees_all_close(new.params, jax.tree.map(lambda p, g: p - 0.1 * g, state.params,
                                                         grads), rtol=1e-5, atol=1e-6)
 
 
-def test_extra_args_optimizer_gets_value_and_value_fn():
-  """optax.lbfgs (zoom line search) needs value, grad and value_fn: the loss must drop."""
+class _Probe(NamedTuple):
+  value: jax.Array
+  value_fn_at_params: jax.Array
+  grad_norm: jax.Array
+
+
+def _probe_tx() -> optax.GradientTransformationExtraArgs:
+  """Records the extra args it is given (what a line search would use); updates nothing."""
+  zero = jnp.zeros(())
+
+  def update(updates, state, params=None, *, value, grad, value_fn, **extra):
+    del state, extra
+    state = _Probe(value, value_fn(params), optax.tree.norm(grad))
+    return jax.tree.map(jnp.zeros_like, updates), state
+
+  return optax.GradientTransformationExtraArgs(lambda p: _Probe(zero, zero, zero), update)
+
+
+def test_optimizer_gets_value_grad_and_value_fn():
   x, y = _data()
   model = _model(norm="none")
-  tx = optax.lbfgs()
+  tx = _probe_tx()
   state = _state(model, tx, x)
   batch = {"x": jnp.asarray(x[:BATCH]), "y": jnp.asarray(y[:BATCH])}
-  step = jax.jit(functools.partial(steps.train_step, apply_fn=model.apply, tx=tx,
-                                   num_classes=NUM_CLASSES))
-  losses = []
-  for _ in range(5):
-    state, metrics = step(state, batch)
-    losses.append(float(metrics["loss"]))
-  chex.assert_tree_all_finite(state.params)
-  assert losses[-1] < 0.8 * losses[0], losses
+  new, metrics = jax.jit(functools.partial(steps.train_step, apply_fn=model.apply, tx=tx,
+                                           num_classes=NUM_CLASSES, l2=1e-2))(state, batch)
+  np.testing.assert_allclose(new.opt_state.value, metrics["loss"], rtol=1e-6)
+  np.testing.assert_allclose(new.opt_state.value_fn_at_params, metrics["loss"], rtol=1e-6)
+  assert float(new.opt_state.grad_norm) > 0
+  chex.assert_trees_all_equal(new.params, state.params)
 
 
 def test_eval_step_masked_sums_match_numpy():
   x, y = _data()
   model = _model(norm="none")
-  variables = model.init(jax.random.PRNGKey(1), x[:4], train=False)
+  variables = _init(model, x[:4])
   mask = (np.arange(N) < 50).astype(np.float32)
-  sums = steps.eval_step(variables["params"], {}, {"x": x, "y": y, "mask": mask},
-                         apply_fn=model.apply, num_classes=NUM_CLASSES)
+  sums = jax.jit(functools.partial(steps.eval_step, apply_fn=model.apply,
+                                   num_classes=NUM_CLASSES))(
+                                       variables["params"], {}, {"x": x, "y": y, "mask": mask})
   logits = np.asarray(model.apply(variables, x, train=False), np.float64)
   logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
   ce = -logp[np.arange(N), y]
