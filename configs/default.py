@@ -15,6 +15,12 @@ def model_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(models.default_model_config())
 
 
+def augment_config() -> ml_collections.ConfigDict:
+  """``augment.*`` defaults (``ops=''``, every op's kwargs) from flaxopt.functional."""
+  import flaxopt.functional as F  # pylint: disable=g-import-not-at-top
+  return F.default_augment_config()
+
+
 def get_config() -> ml_collections.ConfigDict:
   """Every training field with its default (DESIGN.md's experiment interface)."""
   config = ml_collections.ConfigDict()
@@ -48,11 +54,19 @@ def get_config() -> ml_collections.ConfigDict:
   config.regularizer.l1 = 0.0  # loss += l1 * sum |w|
   config.regularizer.l2 = 0.0  # loss += l2 * sum w**2 (PyTorch weight_decay = 2 * l2)
 
-  config.augment = ml_collections.ConfigDict()
-  config.augment.ops = ""  # comma-separated augmentation registry names
+  # ops: comma-separated augmentation names ('' none); augment.<name>.*: that op's kwargs.
+  config.augment = augment_config()
 
   config.early_stopping = early_stopping.default_config()  # disabled
 
   config.init = ml_collections.ConfigDict()
-  config.init.pretrain = "none"  # none | rbm
+  config.init.pretrain = "none"  # none | rbm (MLP hidden layers)
+  config.init.num_examples = 1000  # training examples LSUV / RBM pre-training see
+  config.init.lsuv_tol = 0.1  # LSUV (model.kernel_init='lsuv'): |var - 1| tolerance
+  config.init.lsuv_max_iters = 10
+  config.init.rbm_steps = 1000  # RBM pre-training: CD updates per layer
+  config.init.rbm_batch_size = 100
+  config.init.rbm_k = 1
+  config.init.rbm_learning_rate = 0.01
+  config.init.rbm_visible = "gaussian"  # gaussian | bernoulli
   return config

@@ -70,7 +70,7 @@ def run(fast: bool = False, plot_path: Optional[str] = None, seed: int = 0) -> d
   curves = {}
   for name, init in INITS.items():
     params = sp.init_deep_mlp(key, x.shape[1], signal_width, DEPTH, 10, init())
-    stats = sp.layer_stats(sp.forward_and_backward(params, x[:1000], y[:1000], F.relu)["signal"])
+    stats = sp.layer_stats(sp.forward(params, x[:1000], F.relu), percentiles=())
     moments = np.array([s["second_moment"] for s in stats])
     log2_ratio = float(np.log2(moments[-1] / moments[0]))
     result[f"{name}/log2_signal_ratio"] = log2_ratio

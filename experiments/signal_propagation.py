@@ -42,6 +42,8 @@ def layer_stats(values: Sequence[Any] | Any, *, saturation: Optional[float] = No
     ``zero_fraction`` (exact zeros: dead ReLUs), ``saturation_fraction`` and the percentiles,
     all Python floats computed in float64.
   """
+  if hasattr(values, "shape"):  # One stacked array: to numpy once, not a slice per layer.
+    values = np.asarray(values, dtype=np.float64)
   stats = []
   for layer in values:
     a = np.asarray(layer, dtype=np.float64).ravel()
@@ -54,8 +56,9 @@ def layer_stats(values: Sequence[Any] | Any, *, saturation: Optional[float] = No
         "saturation_fraction": (float(np.mean(np.abs(a) >= saturation))
                                 if saturation is not None else float("nan")),
     }
-    for q, value in zip(percentiles, np.percentile(a, list(percentiles))):
-      row[f"p{q:g}"] = float(value)
+    if percentiles:
+      for q, value in zip(percentiles, np.percentile(a, list(percentiles))):
+        row[f"p{q:g}"] = float(value)
     stats.append(row)
   return stats
 
@@ -65,14 +68,11 @@ def init_deep_mlp(key: Array, in_dim: int, width: int, depth: int, out_dim: int,
   """``depth`` hidden layers of ``width`` units; kernels from ``kernel_init``, zero biases."""
   if depth < 1:
     raise ValueError(f"depth must be >= 1, got {depth!r}.")
-  return _init_deep_mlp(key, in_dim, width, depth, out_dim, kernel_init, dtype)
-
-
-@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5, 6))
-def _init_deep_mlp(key, in_dim, width, depth, out_dim, kernel_init, dtype):
   k_in, k_hidden, k_out = jax.random.split(key, 3)
-  hidden_keys = jax.random.split(k_hidden, depth - 1)
-  w_hidden = jax.vmap(lambda k: kernel_init(k, (width, width), dtype))(hidden_keys)
+  # Eagerly, layer by layer: the initializers' random draws are jitted per shape inside
+  # jax.random, so every initializer and every call with the same shapes reuses them.
+  hidden = [kernel_init(k, (width, width), dtype) for k in jax.random.split(k_hidden, depth - 1)]
+  w_hidden = jnp.stack(hidden) if hidden else jnp.zeros((0, width, width), dtype)
   return {
       "w_in": kernel_init(k_in, (in_dim, width), dtype),
       "b_in": jnp.zeros((width,), dtype),
@@ -81,6 +81,12 @@ def _init_deep_mlp(key, in_dim, width, depth, out_dim, kernel_init, dtype):
       "w_out": kernel_init(k_out, (width, out_dim), dtype),
       "b_out": jnp.zeros((out_dim,), dtype),
   }
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def forward(params: Params, x: Array, activation: Callable[[Array], Array]) -> Array:
+  """The stacked pre-activations ``s`` (depth, N, width) of ``deep_mlp_apply`` (jitted)."""
+  return deep_mlp_apply(params, x, activation)[1]
 
 
 def deep_mlp_apply(params: Params, x: Array, activation: Callable[[Array], Array],
@@ -135,12 +141,14 @@ def forward_and_backward(params: Params, x: Array, y: Array,
           "loss": loss / x.shape[0]}
 
 
+@functools.lru_cache(maxsize=4)
 def load_mnist1d(num_samples: Optional[int] = None) -> dict[str, np.ndarray]:
   """MNIST-1D (Greydanus 2020) as flat float32 arrays: x (N, 40) standardized, y int32.
 
   ``num_samples=None`` uses ``flaxopt.data.load('mnist1d')`` (4000 train, 1000 test) and
   falls back to generating it with the ``mnist1d`` package; a number generates that many
-  examples (80/20 split) with the package, in memory (quick, for tests).
+  examples (80/20 split) with the package, in memory (quick, for tests). Cached: do not
+  modify the arrays.
   """
   if num_samples is None:
     try:

@@ -199,7 +199,7 @@ def instance_norm(x: Array, scale: Optional[Array] = None, bias: Optional[Array]
 
 def group_norm(x: Array, num_groups: int, scale: Optional[Array] = None,
                bias: Optional[Array] = None, *, eps: float = 1e-5) -> Array:
-  """Group normalization: channels split into ``num_groups`` groups, statistics per example and group.
+  """Group normalization: statistics per example and group of ``C // num_groups`` channels.
 
   For ``x`` of shape ``(N, *spatial, C)``, channels are reshaped to
   ``(G, C // G)`` and the statistics taken over ``(*spatial, C // G)``;

@@ -147,7 +147,8 @@ def stochastic_pool(x: Array, window: Window, strides: Optional[Window] = None,
 
   ``p_i = max(a_i, 0) / sum_j max(a_j, 0)`` over the window's real elements.
   Training (``deterministic=False``) returns ``a_k`` with ``k ~ Categorical(p)``
-  drawn with ``key``; test time (``deterministic=True``) returns the
+  drawn with ``key`` (inverse CDF: one uniform per window); test time
+  (``deterministic=True``) returns the
   probability-weighted average ``sum_i p_i a_i``, which is the expectation of the
   training output.
 
@@ -244,7 +245,7 @@ def mixed_pool(x: Array, alpha: Union[float, Array], window: Window,
 
 def gated_pool(x: Array, gate: Array, window: Window, strides: Optional[Window] = None,
                padding: str = "VALID") -> Array:
-  """Gated max-average pooling: ``y = s * max(x_R) + (1 - s) * mean(x_R)``, ``s = sigmoid(w . x_R)``.
+  """Gated max-average pooling: ``y = s max(x_R) + (1 - s) mean(x_R)``, ``s = sigmoid(w . x_R)``.
 
   ``x_R`` is the window (region) as a vector of ``K = prod(window)`` values
   (row-major over the window offsets), ``gate`` is ``w`` of shape ``(K,)``

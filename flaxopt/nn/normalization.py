@@ -139,7 +139,7 @@ class LayerNorm(_Affine):
 
 
 class InstanceNorm(_Affine):
-  """Instance normalization over the spatial axes: ``F.instance_norm`` with learned ``scale``/``bias``.
+  """Instance normalization over the spatial axes: ``F.instance_norm`` with learned scale/bias.
 
   Ulyanov, Vedaldi & Lempitsky, "Instance Normalization: The Missing Ingredient
   for Fast Stylization", 2016. Learned affine on by default (PyTorch's

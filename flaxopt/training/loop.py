@@ -7,12 +7,15 @@ with the host only every ``log_every`` / ``eval_every`` / ``checkpoint_every`` s
 
 Outputs in ``workdir``: ``config.json``, ``metrics.jsonl`` (one record per evaluation),
 TensorBoard events under ``tensorboard/``, orbax checkpoints under ``checkpoints/``, the
-plots ``loss.png`` / ``curves.png`` and ``summary.json`` with ``status`` ``completed`` |
-``early_stopped`` | ``diverged``. Process 0 alone writes files other than checkpoints.
+plot ``curves.png`` and ``summary.json`` with ``status`` ``completed`` | ``early_stopped`` |
+``diverged``. Process 0 alone writes files other than checkpoints.
 
 Divergence guard: at each sync the summed training loss of the window is checked; a
 non-finite value stops the run with status ``diverged`` and the non-finite state is never
 saved (the last good checkpoint stays the newest).
+
+Test hook: with the environment variable ``FLAXOPT_KILL_AT_STEP=k`` the process SIGKILLs
+itself at the first host sync at or after step ``k`` (used to test resuming).
 """
 
 from __future__ import annotations
@@ -89,9 +92,9 @@ def make_optimizer(opt_config: Mapping[str, Any], schedule: Any) -> optax.Gradie
   return registry.get("optimizer", opt_config["name"], learning_rate=schedule, **kwargs)
 
 
-def learning_rate_at(schedule: Any, step: int) -> float:
-  """The learning rate at ``step`` (host side, for the metrics)."""
-  return float(schedule(step)) if callable(schedule) else float(schedule)
+def learning_rate_at(schedule: Any, count: int) -> float:
+  """The learning rate of update number ``count`` (0-based, optax's count; host side)."""
+  return float(schedule(count)) if callable(schedule) else float(schedule)
 
 
 # ---------------------------------------------------------------------------------------
@@ -155,12 +158,14 @@ def _augment_fn(config) -> Optional[Callable[..., Any]]:
   return F.augment_pipeline_from_config(config.augment)
 
 
-def _init_state(config, model, tx, x_example: np.ndarray) -> TrainState:
+def _init_state(config, model, tx, x_train: np.ndarray, batch: int) -> TrainState:
   """``model.init`` (+ data-dependent init) and ``tx.init`` from ``config.seed``, jitted.
 
   Keys: ``PRNGKey(seed)`` splits into the init key (params and rng streams), the
-  data-dependent-init key and the run's base key ``TrainState.rng``.
+  data-dependent-init key and the run's base key ``TrainState.rng``. ``model.init`` sees
+  ``batch`` examples; LSUV / RBM pre-training see the first ``init.num_examples`` (1000).
   """
+  x_example = x_train[:batch]
   streams = ("params",) + steps_lib.RNG_STREAMS
 
   @functools.partial(jax.jit, compiler_options=_FAST_COMPILE)
@@ -171,7 +176,8 @@ def _init_state(config, model, tx, x_example: np.ndarray) -> TrainState:
 
   variables, dd_key, state_key = init(np.int32(config.seed), x_example)
   from flaxopt import init as init_lib  # pylint: disable=g-import-not-at-top
-  variables = init_lib.apply_data_dependent_init(config, model, variables, x_example, dd_key)
+  x_dd = x_train[:max(batch, int(config.get("init", {}).get("num_examples", 1000) or 0))]
+  variables = init_lib.apply_data_dependent_init(config, model, variables, x_dd, dd_key)
   return jax.jit(functools.partial(create_train_state, tx=tx),
                  compiler_options=_FAST_COMPILE)(variables, rng=state_key)
 
@@ -233,7 +239,7 @@ def _setup(config) -> dict:
   model = _build_model(config, ds.num_classes, par.axis_name)
   schedule = make_schedule(config.optimizer, int(config.num_train_steps))
   tx = make_optimizer(config.optimizer, schedule)
-  state = par.put(_init_state(config, model, tx, ds.x_train[:pipe.per_device]))
+  state = par.put(_init_state(config, model, tx, ds.x_train, pipe.per_device))
   step_fn = functools.partial(
       steps_lib.train_step, apply_fn=model.apply, tx=tx, num_classes=ds.num_classes,
       l1=float(config.regularizer.l1), l2=float(config.regularizer.l2),
@@ -259,8 +265,9 @@ def _train(config, workdir: str, setup: dict, t_start: float) -> dict:
   early = es_lib.from_config(config.early_stopping)
   es_state = early.init()
   keep_best = bool(config.early_stopping.enabled and early.restore_best)
-  best = par.get({"params": state.params, "batch_stats": state.batch_stats}) if keep_best \
-      else None
+  copy_best = lambda s: jax.tree.map(lambda a: a.copy(), par.get(  # survives donation
+      {"params": s.params, "batch_stats": s.batch_stats}))
+  best = copy_best(state) if keep_best else None
   history: list[dict] = []
   window = {"loss": 0.0, "count": 0, "losses": []}  # train loss since the last evaluation
 
@@ -318,7 +325,7 @@ def _train(config, workdir: str, setup: dict, t_start: float) -> dict:
         logging.error(
             "Training diverged: non-finite loss between steps %d and %d (learning rate %.3g). "
             "Stopping; the last good checkpoint is step %s.", step - int(host["count"]), step,
-            learning_rate_at(schedule, step), ckpt.latest_step())
+            learning_rate_at(schedule, step - 1), ckpt.latest_step())
         break
       window["loss"] += float(host["loss"])
       window["count"] += int(host["count"])
@@ -333,7 +340,7 @@ def _train(config, workdir: str, setup: dict, t_start: float) -> dict:
         for name, chunks in eval_sets.items():
           record[f"{name}_loss"], record[f"{name}_accuracy"] = _evaluate(
               eval_fn, par, state, chunks)
-        record.update(learning_rate=learning_rate_at(schedule, step),
+        record.update(learning_rate=learning_rate_at(schedule, step - 1),  # the last update's
                       wall_time=time.time() - t_start, steps_per_sec=steps_per_sec)
         writer.write(record)
         history.append(metrics_lib.to_jsonable(record))
@@ -343,8 +350,7 @@ def _train(config, workdir: str, setup: dict, t_start: float) -> dict:
         es_state, stop = early.update(es_state, step, record[early.metric], window["losses"])
         window = {"loss": 0.0, "count": 0, "losses": []}
         if keep_best and es_state.best_step == step:
-          best = jax.tree.map(lambda a: a.copy(), par.get(
-              {"params": state.params, "batch_stats": state.batch_stats}))
+          best = copy_best(state)
         if stop:
           status = "early_stopped"
           logging.info("Early stopping at step %d (%s); best %s=%.4g at step %d.", step,

@@ -174,24 +174,22 @@ class PropertiesTest(chex.TestCase):
       x0 = jnp.linspace(-1.0, 1.5, 7)
       tree0 = {"w": x0[:4].reshape(2, 2), "b": x0[4:]}
       opt = ctor(**kwargs)
-      flat_step = jax.jit(functools.partial(_step, opt, _flat_problem))
-      tree_step = jax.jit(functools.partial(_step, opt, _tree_problem))
+      both = jax.jit(lambda x, xs, t, ts: (*_step(opt, _flat_problem, x, xs),
+                                           *_step(opt, _tree_problem, t, ts)))
       x, xs = x0, opt.init(x0)
       t, ts = tree0, opt.init(tree0)
       for _ in range(5):
-        x, xs = flat_step(x, xs)
-        t, ts = tree_step(t, ts)
+        x, xs, t, ts = both(x, xs, t, ts)
         chex.assert_trees_all_close(jnp.concatenate([t["w"].reshape(-1), t["b"]]), x,
                                     rtol=1e-9, atol=1e-12)
 
-  @chex.variants(with_jit=True, without_jit=True)
+  # Eager (op-by-op) execution compiles every primitive separately and costs ~10 s per
+  # method here, so whole steps are checked jitted; test_linesearch covers jit vs eager.
+  @chex.variants(with_jit=True)
   @parameterized.named_parameters(*METHODS)
   def test_whole_step_jit_dtype_and_state(self, ctor, kwargs):
     opt = ctor(**kwargs)
-    # Eager (op-by-op) steps are slow, so the eager variant runs float32 only.
-    dtypes = (jnp.float32, jnp.bfloat16) if self.variant.type == chex.ChexVariantType.WITH_JIT \
-        else (jnp.float32,)
-    for dtype in dtypes:
+    for dtype in (jnp.float32, jnp.bfloat16):
       params = {"w": jnp.full((2, 2), 0.3, dtype), "b": jnp.array([0.1, -0.2, 0.5], dtype)}
       f = lambda p: _tree_problem(jax.tree_util.tree_map(lambda v: v.astype(jnp.float32), p))
       state = opt.init(params)
@@ -213,7 +211,7 @@ class ReferenceTest(parameterized.TestCase):
       x0 = jnp.array([0.5, 0.1])  # Hessian [[2, 1], [1, -4 + 12 x1^2]] is indefinite here
       opt = so.scale_by_newton(method="exact")
       g = jax.grad(f)(x0)
-      p, state = opt.update(g, opt.init(x0), x0, value_fn=f)
+      p, state = jax.jit(functools.partial(opt.update, value_fn=f))(g, opt.init(x0), x0)
       h = np.asarray(jax.hessian(f)(x0))
       tau = float(state.shift)
       self.assertGreater(tau, 0.0)
@@ -226,6 +224,7 @@ class ReferenceTest(parameterized.TestCase):
   def test_bfgs_secant_equation_and_skip(self):
     with jax.enable_x64(True):
       opt = so.scale_by_bfgs()
+      opt = opt._replace(update=jax.jit(opt.update))
       x0, x1 = jnp.array([0.0, 0.0, 0.0]), jnp.array([0.1, -0.2, 0.3])
       g0, g1 = jnp.array([1.0, 0.0, -1.0]), jnp.array([1.5, -0.4, -0.2])
       _, state = opt.update(g0, opt.init(x0), x0)
@@ -246,6 +245,7 @@ class ReferenceTest(parameterized.TestCase):
       rng = np.random.default_rng(3)
       a = _spd(n, [1.0, 2.0, 3.0, 5.0, 8.0], seed=3)
       opt = so.scale_by_lbfgs(memory_size=m)
+      opt = opt._replace(update=jax.jit(opt.update))
       state = opt.init(jnp.zeros(n))
       xs = [rng.normal(size=n) for _ in range(6)]
       gs = [a @ x + 0.1 * np.sin(x) for x in xs]
@@ -264,6 +264,7 @@ class ReferenceTest(parameterized.TestCase):
     from flaxopt import registry  # pylint: disable=g-import-not-at-top
     for name in ("newton", "newton_cg", "bfgs", "lbfgs", "conjugate_gradient"):
       self.assertIn(name, optim.REGISTRY)
+      self.assertIn(name, registry.names("optimizer"))
       opt = registry.get("optimizer", name, learning_rate=0.5)
       self.assertIsInstance(opt, optax.GradientTransformationExtraArgs)
     # Without a line search learning_rate is a plain step size: x - 0.5 H^{-1} g.
@@ -273,7 +274,8 @@ class ReferenceTest(parameterized.TestCase):
       x0 = jnp.zeros(3)
       opt = so.newton(learning_rate=0.5, linesearch=None)
       g = jax.grad(f)(x0)
-      u, _ = opt.update(g, opt.init(x0), x0, value=f(x0), grad=g, value_fn=f)
+      u, _ = jax.jit(functools.partial(opt.update, value_fn=f))(
+          g, opt.init(x0), x0, value=f(x0), grad=g)
       np.testing.assert_allclose(u, 0.5 * np.linalg.solve(a, b), rtol=1e-10)
 
 

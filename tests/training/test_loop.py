@@ -95,8 +95,10 @@ def test_early_stopping_restores_the_best_parameters(tmp_path):
   workdir = str(tmp_path)
   # 'max' of a falling train loss never improves after the first evaluation: stops at the
   # second one (patience 1) and restores the parameters of step 20.
+  # Checkpoints at 10 (before any evaluation: the initial "best" copy must survive donation).
   config = _config(**{"early_stopping.enabled": True, "early_stopping.metric": "train_loss",
-                      "early_stopping.mode": "max", "early_stopping.patience": 1})
+                      "early_stopping.mode": "max", "early_stopping.patience": 1,
+                      "checkpoint_every": 10})
   summary = loop.train_and_evaluate(config, workdir)
   records = _read(workdir, "metrics.jsonl")
   assert summary["status"] == "early_stopped"

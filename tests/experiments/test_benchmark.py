@@ -1,0 +1,208 @@
+"""Smoke tests of experiments/benchmark.py: every section's code path once, at tiny sizes.
+
+They check the structure of the results and that each compared pair computes the same thing;
+they never assert on timings (the machine is shared; see docs/readme/benchmarks.md).
+"""
+
+import json
+import os
+import sys
+
+from absl.testing import flagsaver
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import benchmark as B
+from flaxopt import registry
+
+try:
+  from experiments import bench_torch
+except ImportError:  # torch is the optional 'bench' extra
+  bench_torch = None
+
+needs_torch = pytest.mark.skipif(bench_torch is None, reason="torch not installed")
+
+# One round of a few calls: exercises the timing code without spending time.
+FAST = dict(rounds=1, round_s=1e-4, torch_1thread=False)
+
+
+@pytest.fixture(autouse=True)
+def fast_flags():
+  if not B.flags.FLAGS.is_parsed():
+    B.flags.FLAGS.mark_as_parsed()
+  with flagsaver.flagsaver(**FAST):
+    yield
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+  return B.synthetic_mnist1d(num_train=400, num_test=50)
+
+
+def test_interleaved_structure():
+  calls = {"a": 0, "b": 0}
+
+  def runner(name):
+    def run(n):
+      calls[name] += n
+    return run
+
+  res = B.interleaved({"a": runner("a"), "b": runner("b")}, rounds=3, round_s=1e-4,
+                      baseline="b", number=2)
+  assert res["number"] == 2 and res["baseline"] == "b"
+  assert {k: len(v) for k, v in res["seconds"].items()} == {"a": 3, "b": 3}
+  assert res["ratio"]["b"] == 1.0
+  assert calls == {"a": 1 + 3 * 2, "b": 1 + 3 * 2}  # one warm-up call each, then 3 rounds
+
+
+def test_param_shape_and_bytes():
+  rows, cols = B.param_shape(10**6)
+  assert cols % 128 == 0 and abs(rows * cols - 10**6) < cols
+  params = B.make_params(5000)
+  assert B.tree_bytes(params) == 4 * sum(x.size for x in jax.tree.leaves(params))
+
+
+def test_optax_table_covers_every_first_order_optimizer():
+  first_order = set(registry.names("optimizer")) - {"newton", "bfgs", "lbfgs",
+                                                    "conjugate_gradient"}
+  assert set(B.OPTAX_EQUIVALENTS) == first_order
+
+
+def test_bandwidth():
+  res = B.bench_bandwidth(num_bytes=2**16, rounds=1)
+  assert set(res["GBps"]) == {"numpy_copy", "jax_scale"}
+  assert res["reference_GBps"] == max(res["GBps"].values()) > 0
+
+
+def test_optimizers_section():
+  res = B.bench_optimizers([2000], ["sgd", "adam", "adafactor"], copy_GBps=1.0)
+  (size_res,) = res.values()
+  assert set(size_res["rows"]) == {"sgd", "adam", "adafactor"}
+  p = size_res["param_bytes"]
+  adam = size_res["rows"]["adam"]
+  # Adam reads params, grads, m, v and writes params, m, v (+ the int32 count twice).
+  assert adam["bytes_moved"] == 3 * p + 2 * (2 * p + 4)
+  assert size_res["rows"]["sgd"]["bytes_moved"] == 3 * p
+  for row in size_res["rows"].values():
+    assert row["ratio"] > 0 and row["fraction_of_copy"] == pytest.approx(row["GBps"])
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "adam", "adamax", "amsgrad"])
+def test_compared_optimizers_agree(name):
+  """flaxopt and its optax counterpart take the same step where their defaults agree."""
+  params = B.make_params(300)
+  grads = B.make_params(300, seed=1)
+  outs = []
+  for tx in (B.flaxopt_optimizer(name), B.OPTAX_EQUIVALENTS[name][1](B.LEARNING_RATE)):
+    state = tx.init(params)
+    for _ in range(2):
+      updates, state = tx.update(grads, state, params)
+    outs.append(updates)
+  chex.assert_trees_all_close(outs[0], outs[1], rtol=1e-5, atol=1e-7)
+
+
+def test_memory_section():
+  with flagsaver.flagsaver(optimizers=[]):
+    res = B.bench_memory(shape=(256, 128))
+  rows = res["rows"]
+  assert set(rows) == set(B.OPTAX_EQUIVALENTS)
+  assert rows["sgd"]["flaxopt_bytes_per_param"] == 0
+  assert rows["adam"]["flaxopt_bytes"] == 2 * 4 * 256 * 128 + 4
+  assert rows["adafactor"]["flaxopt_bytes_per_param"] < 0.1
+
+
+@needs_torch
+def test_torch_adam_section():
+  res = B.bench_torch_adam([1000])
+  (row,) = res.values()
+  assert {"flaxopt", "optax", "torch_fused", "torch_foreach"} <= set(row["ms"])
+
+
+def _assert_same(table, args):
+  for name, (ours, ref) in table.items():
+    chex.assert_trees_all_close(ours(*args), ref(*args), rtol=2e-5, atol=2e-5,
+                                custom_message=name)
+
+
+def test_op_pairs_compute_the_same_function():
+  key = jax.random.PRNGKey(0)
+  x = jax.random.normal(key, (4, 8, 8, 16)) * 3
+  scale, bias = jnp.linspace(0.5, 1.5, 16), jnp.linspace(-1, 1, 16)
+  _assert_same(B.ACTIVATIONS, (x,))
+  _assert_same(B.NORMS, (x, scale, bias))
+  _assert_same(B.POOLS, (x,))
+
+
+def test_ops_section():
+  res = B.bench_ops(2**14, only=("relu", "layer_norm", "max_pool"))
+  assert list(res["activations"]) == ["relu"] and list(res["norms"]) == ["layer_norm"]
+  for mode in ("forward", "backward"):
+    assert res["pools"]["max_pool"][mode]["ratio"] > 0
+
+
+def test_handwritten_models_match_flaxopt_parameter_counts():
+  from flaxopt.nn import models
+  x = jnp.zeros((2, 40, 1))
+  for name, (init, apply) in B.HANDWRITTEN.items():
+    params = init(jax.random.PRNGKey(0))
+    ours = models.build_model({"name": name}, 10).init(jax.random.PRNGKey(0), x)
+    assert (sum(a.size for a in jax.tree.leaves(params))
+            == sum(a.size for a in jax.tree.leaves(ours["params"])))
+    chex.assert_shape(apply(params, x), (2, 10))
+    if bench_torch is not None:
+      torch_model = bench_torch.make_model(name)
+      assert sum(p.numel() for p in torch_model.parameters()) == sum(
+          a.size for a in jax.tree.leaves(params))
+
+
+def test_train_step_section(tiny_data):
+  res = B.bench_train_step(["mlp"], [20], data=tiny_data)
+  row = res["mlp_b20"]
+  expected = {"flaxopt", "jax_handwritten"} | ({"torch_eager"} if bench_torch else set())
+  assert set(row["steps_per_sec"]) == expected
+  assert row["flaxopt_speedup_over"]["flaxopt"] == 1.0
+
+
+@needs_torch
+def test_torch_recipe_end_to_end(tiny_data, tmp_path):
+  res = bench_torch.run_recipe(tiny_data, steps=6, batch_size=20, eval_every=3,
+                               checkpoint_every=3, workdir=str(tmp_path))
+  assert res["final"]["step"] == 6 and 0 <= res["final"]["test_accuracy"] <= 1
+  assert sorted(os.listdir(tmp_path)) == ["checkpoint_3.pt", "checkpoint_6.pt"]
+
+
+def test_run_subprocess_reports_rss_and_timeout():
+  ok = B.run_subprocess([sys.executable, "-c", "print('hi')"])
+  assert ok["returncode"] == 0 and ok["maxrss_bytes"] > 0 and "hi" in ok["output_tail"]
+  hung = B.run_subprocess([sys.executable, "-c", "import time; time.sleep(30)"], timeout=0.5)
+  assert hung["timed_out"] and hung["returncode"] != 0
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("parallel", ["jit", "pmap"])
+def test_scaling_worker_dense_model(parallel):
+  """In process, over conftest's 4 CPU devices (dense model only: DESIGN.md's hazard)."""
+  res = B.scaling_worker(parallel, batch_size=16, steps=5)
+  assert res["devices"] == jax.device_count() and res["steps_per_sec"] > 0
+
+
+def test_report_markdown_plots_and_json(tmp_path):
+  results = {"meta": B.metadata(),
+             "optimizers": B.bench_optimizers([1000], ["sgd"], None),
+             "memory": B.bench_memory(shape=(8, 8)),
+             "scaling": {"rows": [{"devices": 1, "parallel": "jit", "timed_out": False,
+                                   "steps_per_sec": 10.0}]}}
+  text = B.markdown(results)
+  assert "| sgd |" in text and "| jit | 1 | 10 |" in text
+  written = B.plot(results, str(tmp_path))
+  assert sorted(os.path.basename(p) for p in written) == ["bench_optimizers.png",
+                                                          "bench_scaling.png"]
+  path = str(tmp_path / "r.json")
+  B.write_results(results, path)
+  B.write_results({"meta": {"sections": {"x": 1}}, "extra": 1}, path)
+  with open(path) as f:
+    merged = json.load(f)
+  assert merged["extra"] == 1 and "optimizers" in merged and merged["meta"]["sections"]["x"] == 1
