@@ -351,7 +351,7 @@ def execute(runs: Sequence[Run], jobs: int = 1, jax_cache_dir: str = "",
   errors = []
 
   def report(i: int, run: Run, result: dict) -> None:
-    where = os.path.relpath(run.workdir)
+    where = run.workdir
     if "error" in result:
       errors.append((run, result["error"]))
       log(f"[{i}/{len(todo)}] {where}: ERROR {result['error']}")
@@ -674,8 +674,11 @@ class StudyResult:
 def run_study(study: ml_collections.ConfigDict, workdir: str, *, jobs: int = 1,
               report_dir: Optional[str] = None, image_dir: Optional[str] = None,
               name: Optional[str] = None, jax_cache_dir: str = "", log=print,
-              report_only: bool = False) -> StudyResult:
+              report_only: bool = False, dry_run: bool = False) -> Optional[StudyResult]:
   """Runs (or resumes) the study in ``workdir``; writes the leaderboard and plots.
+
+  ``report_only``: train nothing, report the runs present. ``dry_run``: validate every
+  setting's config and list the settings, then return None.
 
   Raises ValueError for a study that cannot run (bad axes, unknown fields, a config the
   training loop rejects) before anything trains.
@@ -695,6 +698,12 @@ def run_study(study: ml_collections.ConfigDict, workdir: str, *, jobs: int = 1,
                                        int(study.validation_size) if grid else None))
     except ValueError as e:
       raise ValueError(f"Setting {s.key!r}: {e}") from e
+  if dry_run:
+    tune = f" (+ {len(grid)} lrs x {len(tune_seeds)} seeds of tuning each)" if grid else ""
+    log(f"{len(settings)} settings x {len(seeds)} seeds{tune}; all configs valid:")
+    for s in settings:
+      log(f"  {s.dirname}: {dict(s.overrides)}")
+    return None
   trained: list[Run] = []
 
   # Phase 1: learning-rate tuning on a validation split.
@@ -822,20 +831,15 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   try:
     study = _study_from_flags()
-    if _DRY_RUN.value:
-      settings = make_settings(list(study.axes), list(study.variants))
-      grid, seeds = parse_lr_grid(study.lr_grid), parse_seeds(study.seeds)
-      tune = len(grid) * min(len(seeds), max(1, study.tune_seeds))
-      print(f"{len(settings)} settings x {len(seeds)} seeds (+ {tune} tuning runs each):")
-      for s in settings:
-        print(f"  {s.key}: {dict(s.overrides)}")
-      return
     result = run_study(study, _WORKDIR.value, jobs=_JOBS.value, report_dir=_REPORT_DIR.value,
                        image_dir=_IMAGE_DIR.value, name=_NAME.value,
-                       jax_cache_dir=_JAX_CACHE.value, report_only=_REPORT_ONLY.value)
+                       jax_cache_dir=_JAX_CACHE.value, report_only=_REPORT_ONLY.value,
+                       dry_run=_DRY_RUN.value)
   except ValueError as e:
     print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
     sys.exit(2)
+  if result is None:
+    return
   with open(result.files[0]) as f:
     print(f.read())
   print("Wrote " + ", ".join(result.files))

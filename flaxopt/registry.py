@@ -77,7 +77,7 @@ def check(family: str, name: str) -> None:
         f"Unknown {family} {name!r}.{hint} Valid {family} names: {', '.join(sorted(valid))}")
 
 
-def get(family: str, name: str, **kwargs: Any) -> Any:
+def get(family: str, name: str, /, **kwargs: Any) -> Any:
   """Builds the ``family`` entry called ``name`` with ``kwargs``."""
   check(family, name)
   return table(family)[name](**kwargs)

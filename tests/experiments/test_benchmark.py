@@ -66,9 +66,9 @@ def test_param_shape_and_bytes():
 
 
 def test_optax_table_covers_every_first_order_optimizer():
-  first_order = set(registry.names("optimizer")) - {"newton", "bfgs", "lbfgs",
-                                                    "conjugate_gradient"}
-  assert set(B.OPTAX_EQUIVALENTS) == first_order
+  from flaxopt.optim import alias
+  assert set(B.OPTAX_EQUIVALENTS) == set(alias.REGISTRY)
+  assert set(alias.REGISTRY) <= set(registry.names("optimizer"))
 
 
 def test_bandwidth():
@@ -122,9 +122,10 @@ def test_torch_adam_section():
 
 
 def _assert_same(table, args):
-  for name, (ours, ref) in table.items():
-    chex.assert_trees_all_close(ours(*args), ref(*args), rtol=2e-5, atol=2e-5,
-                                custom_message=name)
+  # One jitted program per table (a compile per op would dominate the test's time).
+  outs = jax.jit(lambda *a: {k: (f(*a), r(*a)) for k, (f, r) in table.items()})(*args)
+  for name, (ours, ref) in outs.items():
+    chex.assert_trees_all_close(ours, ref, rtol=2e-5, atol=2e-5, custom_message=name)
 
 
 def test_op_pairs_compute_the_same_function():
@@ -137,21 +138,22 @@ def test_op_pairs_compute_the_same_function():
 
 
 def test_ops_section():
-  res = B.bench_ops(2**14, only=("relu", "layer_norm", "max_pool"))
-  assert list(res["activations"]) == ["relu"] and list(res["norms"]) == ["layer_norm"]
+  res = B.bench_ops(2**14, only=("layer_norm",))
+  assert list(res["norms"]) == ["layer_norm"] and not res["activations"] and not res["pools"]
   for mode in ("forward", "backward"):
-    assert res["pools"]["max_pool"][mode]["ratio"] > 0
+    assert res["norms"]["layer_norm"][mode]["ratio"] > 0
 
 
 def test_handwritten_models_match_flaxopt_parameter_counts():
   from flaxopt.nn import models
   x = jnp.zeros((2, 40, 1))
+  key = jax.random.PRNGKey(0)
   for name, (init, apply) in B.HANDWRITTEN.items():
-    params = init(jax.random.PRNGKey(0))
-    ours = models.build_model({"name": name}, 10).init(jax.random.PRNGKey(0), x)
+    params = jax.eval_shape(init, key)
+    ours = jax.eval_shape(models.build_model({"name": name}, 10).init, key, x)
     assert (sum(a.size for a in jax.tree.leaves(params))
             == sum(a.size for a in jax.tree.leaves(ours["params"])))
-    chex.assert_shape(apply(params, x), (2, 10))
+    chex.assert_shape(jax.eval_shape(apply, params, x), (2, 10))
     if bench_torch is not None:
       torch_model = bench_torch.make_model(name)
       assert sum(p.numel() for p in torch_model.parameters()) == sum(
@@ -182,10 +184,9 @@ def test_run_subprocess_reports_rss_and_timeout():
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("parallel", ["jit", "pmap"])
-def test_scaling_worker_dense_model(parallel):
+def test_scaling_worker_dense_model():
   """In process, over conftest's 4 CPU devices (dense model only: DESIGN.md's hazard)."""
-  res = B.scaling_worker(parallel, batch_size=16, steps=5)
+  res = B.scaling_worker("jit", batch_size=16, steps=5)
   assert res["devices"] == jax.device_count() and res["steps_per_sec"] > 0
 
 
