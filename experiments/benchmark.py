@@ -84,6 +84,10 @@ _TRAIN_BATCHES = flags.DEFINE_list("train_batches", ["100", "512"], "Batch sizes
 _E2E_REPEATS = flags.DEFINE_integer("e2e_repeats", 2, "Runs of each end-to-end job.")
 _E2E_ARGS = flags.DEFINE_list("e2e_args", [], "Extra --config.x=y flags for experiments.train.")
 _E2E_STEPS = flags.DEFINE_integer("e2e_steps", 6000, "Training steps of both end-to-end jobs.")
+_E2E_TORCH_THREADS = flags.DEFINE_integer(
+    "e2e_torch_threads", 1, "PyTorch threads of the end-to-end script (0: every core; see "
+    "_torch_thread_variants for why 1 is the default on a shared machine).")
+_OPS_ROUNDS = flags.DEFINE_integer("ops_rounds", 5, "Interleaved rounds per op comparison.")
 _SCALING_DEVICES = flags.DEFINE_list("scaling_devices", ["1", "2", "4"], "Forced CPU devices.")
 _SCALING_STEPS = flags.DEFINE_integer("scaling_steps", 300, "Timed steps per scaling worker.")
 _SCALING_TIMEOUT = flags.DEFINE_integer("scaling_timeout", 120, "Seconds before a worker is killed.")
@@ -475,7 +479,8 @@ def _bench_op_table(table: Mapping[str, tuple[Callable, Callable]], args: tuple,
         f, r = _fwd_bwd(ours, argnums), _fwd_bwd(ref, argnums)
         call_args = args + (cot,)
       res = _compare({"flaxopt": jax_runner(f, *call_args),
-                      "reference": jax_runner(r, *call_args)}, baseline="reference")
+                      "reference": jax_runner(r, *call_args)}, baseline="reference",
+                     rounds=min(_rounds(), _OPS_ROUNDS.value), round_s=_round_s() / 2)
       row[mode] = {"flaxopt_us": 1e6 * res["median_s"]["flaxopt"],
                    "reference_us": 1e6 * res["median_s"]["reference"],
                    "ratio": res["ratio"]["flaxopt"]}
@@ -747,7 +752,7 @@ def _python() -> str:
 
 
 def bench_end_to_end(repeats: int, steps: int, extra_args: Sequence[str] = (),
-                     data: Optional[Mapping[str, Any]] = None) -> dict:
+                     data: Optional[Mapping[str, Any]] = None, torch_threads: int = 1) -> dict:
   """Main job vs the PyTorch recipe, alternating; the first flaxopt run has a cold XLA cache."""
   tmp = tempfile.mkdtemp(prefix="bench_e2e_")
   try:
@@ -780,7 +785,7 @@ def bench_end_to_end(repeats: int, steps: int, extra_args: Sequence[str] = (),
         tworkdir = os.path.join(tmp, f"torch_{r}")
         os.makedirs(tworkdir)
         cmd = [_python(), "-m", "experiments.bench_torch", f"--data={npz}", f"--out={out_json}",
-               f"--steps={steps}", f"--workdir={tworkdir}"]
+               f"--steps={steps}", f"--workdir={tworkdir}", f"--threads={torch_threads}"]
         before = load()
         res = run_subprocess(cmd)
         res["load_before"], res["load_after"] = before, load()
@@ -794,7 +799,7 @@ def bench_end_to_end(repeats: int, steps: int, extra_args: Sequence[str] = (),
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
   med = {k: statistics.median(x["wall_s"] for x in v) for k, v in runs.items() if v}
-  return {"steps": steps, "runs": runs, "median_wall_s": med,
+  return {"steps": steps, "runs": runs, "median_wall_s": med, "torch_threads": torch_threads,
           "synthetic_data": bool(data["synthetic"])}
 
 
@@ -1096,7 +1101,8 @@ SECTIONS: Mapping[str, Callable[[dict], dict]] = {
                                              [int(b) for b in _TRAIN_BATCHES.value]),
     "end_to_end": lambda r: bench_end_to_end(
         1 if _QUICK.value else _E2E_REPEATS.value,
-        min(_E2E_STEPS.value, 1000) if _QUICK.value else _E2E_STEPS.value, _E2E_ARGS.value),
+        min(_E2E_STEPS.value, 1000) if _QUICK.value else _E2E_STEPS.value, _E2E_ARGS.value,
+        torch_threads=_E2E_TORCH_THREADS.value),
     "scaling": lambda r: bench_scaling([int(n) for n in _SCALING_DEVICES.value],
                                        _SCALING_STEPS.value, _SCALING_TIMEOUT.value),
 }

@@ -341,9 +341,9 @@ def _train_one(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def execute(runs: Sequence[Run], jobs: int = 1, jax_cache_dir: str = "",
             log=print) -> list[Run]:
   """Trains the runs that are not done; returns those it trained. Errors are logged, kept."""
-  todo = [r for r in runs if not r.done]
-  for r in todo:
+  for r in runs:
     check_resumable(r)
+  todo = [r for r in runs if not r.done]
   if len(runs) > len(todo):
     log(f"{len(runs) - len(todo)} of {len(runs)} runs already done (summary.json), skipped.")
   if not todo:
@@ -661,6 +661,16 @@ def _input_spec(name: str, data_dir: Optional[str]) -> tuple[tuple[int, ...], in
   return _INPUT_SPECS[name]
 
 
+def _validate(config: ml_collections.ConfigDict) -> None:
+  """The loop's checks plus building the optimizer and the augmentation pipeline (kwargs)."""
+  import flaxopt.functional as F  # pylint: disable=g-import-not-at-top
+  from flaxopt.training import loop  # pylint: disable=g-import-not-at-top
+  loop.validate_config(config)
+  loop.make_optimizer(config.optimizer, loop.make_schedule(config.optimizer,
+                                                           config.num_train_steps))
+  F.augment_pipeline_from_config(config.augment)
+
+
 @dataclasses.dataclass
 class StudyResult:
   """What ``run_study`` did and found."""
@@ -683,7 +693,6 @@ def run_study(study: ml_collections.ConfigDict, workdir: str, *, jobs: int = 1,
   Raises ValueError for a study that cannot run (bad axes, unknown fields, a config the
   training loop rejects) before anything trains.
   """
-  from flaxopt.training import loop  # pylint: disable=g-import-not-at-top
   study = as_study(study)
   base = study.base
   settings = make_settings(list(study.axes), list(study.variants))
@@ -694,8 +703,8 @@ def run_study(study: ml_collections.ConfigDict, workdir: str, *, jobs: int = 1,
   target = float(study.target_accuracy)
   for s in settings:  # Every config must be valid before anything trains.
     try:
-      loop.validate_config(_run_config(base, s, seeds[0], grid[0] if grid else None,
-                                       int(study.validation_size) if grid else None))
+      _validate(_run_config(base, s, seeds[0], grid[0] if grid else None,
+                            int(study.validation_size) if grid else None))
     except ValueError as e:
       raise ValueError(f"Setting {s.key!r}: {e}") from e
   if dry_run:

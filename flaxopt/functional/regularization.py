@@ -34,6 +34,7 @@ from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = [
     "l1_penalty",
@@ -89,7 +90,7 @@ def l2_penalty(params: Any) -> Array:
 
 def _check_rate(rate: Any) -> None:
   """Raises ValueError unless a concrete ``rate`` lies in [0, 1)."""
-  if isinstance(rate, bool) or not isinstance(rate, (numbers.Real, jax.Array)):
+  if isinstance(rate, bool) or not isinstance(rate, (numbers.Real, jax.Array, np.ndarray)):
     raise ValueError(f"rate must be a number in [0, 1), got {rate!r}.")
   try:
     value = float(rate)

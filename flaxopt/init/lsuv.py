@@ -11,7 +11,9 @@ Mishkin & Matas, "All you need is a good init", ICLR 2016 (arXiv:1511.06422), Al
 The paper's values are ``tol = 0.1`` and ``max_iters = 10``; they are the defaults here.
 
 "A layer" is any Flax module whose own parameters contain a ``kernel`` (``nn.Dense``,
-``nn.Conv``, ``fnn.DropConnectDense``, ...). Their outputs are captured with
+``nn.Conv``, ``fnn.DropConnectDense``, ...), which is rescaled, or a ``g`` (the gain of
+``fnn.WeightNorm``, whose effective kernel ``g * v / ||v||`` is linear in ``g``), which is
+rescaled instead. Their outputs are captured with
 ``flax.linen.intercept_methods``, so no model has to be written for LSUV: any
 ``apply_fn(variables, x)`` that runs Flax modules works.
 """
@@ -28,7 +30,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-__all__ = ["LayerReport", "kernel_layers", "layer_outputs", "lsuv", "lsuv_base_init", "module_params"]
+__all__ = ["LayerReport", "SCALED_PARAMS", "kernel_layers", "layer_outputs", "lsuv",
+           "lsuv_base_init", "module_params", "scaled_param"]
 
 Path = tuple[str, ...]
 ApplyFn = Callable[[Any, jax.Array], Any]
@@ -72,10 +75,20 @@ def module_params(params: Mapping[str, Any], path: Path) -> Any:
   return node
 
 
-def _owns_kernel(params: Mapping[str, Any], path: Path) -> bool:
+# The parameter LSUV rescales, by name, in order of preference: a layer's ``kernel``, or the
+# gain ``g`` of ``fnn.WeightNorm`` (its kernel is g * v / ||v||, linear in g).
+SCALED_PARAMS: tuple[str, ...] = ("kernel", "g")
+
+
+def scaled_param(params: Mapping[str, Any], path: Path) -> Optional[str]:
+  """Name of the parameter LSUV scales in the module at ``path`` (None: not a layer)."""
   node = module_params(params, path)
-  return isinstance(node, Mapping) and "kernel" in node and not isinstance(
-      node["kernel"], Mapping)
+  if not isinstance(node, Mapping):
+    return None
+  for name in SCALED_PARAMS:
+    if name in node and not isinstance(node[name], Mapping):
+      return name
+  return None
 
 
 def layer_outputs(apply_fn: ApplyFn, variables: Mapping[str, Any],
@@ -83,7 +96,7 @@ def layer_outputs(apply_fn: ApplyFn, variables: Mapping[str, Any],
   """Runs ``apply_fn(variables, x_batch)`` and returns each kernel layer's output, in forward order.
 
   Keys are module paths (``('Dense_0',)``, ``('block', 'conv')``); only modules that own a
-  ``kernel`` parameter are kept; a module called twice keeps its first output. Pure: works
+  ``kernel`` (or WeightNorm's ``g``) parameter are kept; a module called twice keeps its first output. Pure: works
   under ``jax.jit`` (the capture happens at trace time; a jitted call returns the dict with
   sorted keys, see ``kernel_layers`` for the order).
   """
@@ -95,7 +108,7 @@ def layer_outputs(apply_fn: ApplyFn, variables: Mapping[str, Any],
     if context.method_name == "__call__":
       path = tuple(context.module.path)
       if (path not in captured and isinstance(out, jax.Array)
-          and _owns_kernel(params, path)):
+          and scaled_param(params, path) is not None):
         captured[path] = out
     return out
 
@@ -106,7 +119,7 @@ def layer_outputs(apply_fn: ApplyFn, variables: Mapping[str, Any],
 
 def kernel_layers(apply_fn: ApplyFn, variables: Mapping[str, Any],
                   x_batch: jax.Array) -> list[Path]:
-  """Module paths of the layers with a kernel, in the order the forward pass runs them.
+  """Module paths of the layers with a kernel (or ``g``), in the order the forward pass runs them.
 
   (The dict ``layer_outputs`` returns is in forward order only when it is called eagerly:
   ``jax.jit`` rebuilds dicts with sorted keys. This function keeps the order.)
@@ -122,12 +135,13 @@ def kernel_layers(apply_fn: ApplyFn, variables: Mapping[str, Any],
   return order
 
 
-def _replace_kernel(variables: dict[str, Any], path: Path, kernel: jax.Array) -> dict[str, Any]:
-  """A copy of ``variables`` with ``params[path]['kernel']`` replaced (copy on the path only)."""
+def _replace_param(variables: dict[str, Any], path: Path, name: str,
+                   value: jax.Array) -> dict[str, Any]:
+  """A copy of ``variables`` with ``params[path][name]`` replaced (copy on the path only)."""
   def go(node: Mapping[str, Any], rest: Sequence[str]) -> dict[str, Any]:
     node = dict(node)
     if not rest:
-      node["kernel"] = kernel
+      node[name] = value
     else:
       node[rest[0]] = go(node[rest[0]], rest[1:])
     return node
@@ -137,8 +151,9 @@ def _replace_kernel(variables: dict[str, Any], path: Path, kernel: jax.Array) ->
 def _orthogonalize(key: jax.Array, variables: dict[str, Any], paths: Sequence[Path]) -> dict[str, Any]:
   init = lsuv_base_init()
   for path, k in zip(paths, jax.random.split(key, max(len(paths), 1))):
-    kernel = module_params(variables["params"], path)["kernel"]
-    variables = _replace_kernel(variables, path, init(k, kernel.shape, kernel.dtype))
+    kernel = module_params(variables["params"], path).get("kernel")
+    if kernel is not None:  # WeightNorm layers keep their direction v.
+      variables = _replace_param(variables, path, "kernel", init(k, kernel.shape, kernel.dtype))
   return variables
 
 
@@ -187,7 +202,7 @@ def lsuv(apply_fn: ApplyFn,
 
   Raises:
     ValueError: on ``tol <= 0``, ``max_iters < 1`` or ``target_var <= 0``, or when the
-      model has no layer with a kernel.
+      model has no layer with a kernel (or WeightNorm gain).
   """
   if not tol > 0:
     raise ValueError(f"lsuv: tol must be positive, got {tol!r}.")
@@ -210,9 +225,10 @@ def lsuv(apply_fn: ApplyFn,
     while abs(var - target_var) >= tol and iterations < max_iters:
       if not (math.isfinite(var) and var > 0):
         break
-      kernel = module_params(variables["params"], path)["kernel"]
-      scale = jnp.sqrt(target_var / var).astype(kernel.dtype)
-      variables = _replace_kernel(variables, path, kernel * scale)
+      name = scaled_param(variables["params"], path)
+      param = module_params(variables["params"], path)[name]
+      scale = jnp.sqrt(target_var / var).astype(param.dtype)
+      variables = _replace_param(variables, path, name, param * scale)
       var = float(_variances(apply_fn, tuple(paths), variables, x_batch)[index])
       iterations += 1
     reports.append(LayerReport(path=path, initial_var=initial, final_var=var,

@@ -227,7 +227,8 @@ def pretrain_mlp(apply_fn: Callable[[Any, jax.Array], Any], variables: Mapping[s
   trained on ``x_batch`` flattened to (N, features) by ``pretrain_stack``.
 
   Raises:
-    ValueError: when a layer's kernel is not 2-D (a conv model), when the model has fewer
+    ValueError: when a layer's kernel is not 2-D (a conv model) or is weight-normalized
+      (no ``kernel`` parameter), when the model has fewer
       than two Dense layers, or when the kernel shapes do not chain (input size, or a layer
       whose fan-in is not the previous layer's fan-out, e.g. maxout).
   """
@@ -235,6 +236,10 @@ def pretrain_mlp(apply_fn: Callable[[Any, jax.Array], Any], variables: Mapping[s
   variables = flax.core.unfreeze(variables)
   params = variables["params"]
   paths = kernel_layers(apply_fn, variables, x_batch)
+  for path in paths:
+    if "kernel" not in module_params(params, path):
+      raise ValueError(f"RBM pre-training sets Dense kernels; layer {'/'.join(path)} has "
+                       f"params {sorted(module_params(params, path))} (weight norm?).")
   kernels = [module_params(params, p)["kernel"] for p in paths]
   for path, kernel in zip(paths, kernels):
     if kernel.ndim != 2:

@@ -85,7 +85,8 @@ class DropConnectDense(nn.Module):
     num_samples: Gaussian samples at inference (``'gaussian'`` only).
     activation: optional elementwise nonlinearity applied inside the layer.
     use_bias: add a bias.
-    kernel_init, bias_init: initializers (flax defaults: lecun_normal, zeros).
+    kernel_init, bias_init: initializers (flax Dense defaults: lecun_normal,
+      zeros; PyTorch's nn.Linear uses U(+-1/sqrt(fan_in)) for both).
     dtype: computation dtype (None: promote inputs and params, as flax Dense).
     param_dtype: parameter dtype.
     deterministic: default for the call argument.

@@ -3,7 +3,7 @@
 Each method is a direction primitive ``scale_by_*`` that maps the gradient
 ``g`` to a preconditioned gradient ``p`` (same sign as ``g``; the descent
 direction is ``-p``), and an alias that chains it with
-``optax.scale_by_learning_rate`` and a line search from
+``scale_by_learning_rate`` (optax's, keeping bfloat16) and a line search from
 :mod:`flaxopt.optim.linesearch`::
 
   opt = optim.bfgs()
@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import optax
 
 from flaxopt.optim import linesearch as ls
+from flaxopt.optim.transform import scale_by_learning_rate
 
 __all__ = [
     "BETA_RULES",
@@ -570,7 +571,7 @@ def _with_linesearch(direction: optax.GradientTransformation,
                      linesearch: Optional[str],
                      linesearch_kwargs: Optional[dict[str, Any]],
                      defaults: dict[str, Any]) -> optax.GradientTransformationExtraArgs:
-  parts = [direction, optax.scale_by_learning_rate(learning_rate)]
+  parts = [direction, scale_by_learning_rate(learning_rate)]
   if linesearch is not None:
     if linesearch not in ls.LINESEARCHES:
       raise ValueError(

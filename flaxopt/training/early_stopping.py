@@ -187,14 +187,17 @@ class EarlyStopping:
       train_values: training errors of the strip ending here ('pq' only).
 
     Returns:
-      ``(state, stop)``. Once stopped, further calls return ``stop=True``.
+      ``(state, stop)``. Once stopped, further calls return ``stop=True``. A NaN
+      value counts as "no improvement" and never becomes ``best_value``.
     """
     if state.stopped:
       return state, True
     value = float(val_value)
     step = int(step)
     delta = self.min_delta if self.criterion == "patience" else 0.0
-    improved = state.best_value is None or _better(value, state.best_value, self.mode, delta)
+    # NaN never improves (and never becomes the best value).
+    improved = not math.isnan(value) and (
+        state.best_value is None or _better(value, state.best_value, self.mode, delta))
     new = state._replace(
         best_value=value if improved else state.best_value,
         best_step=step if improved else state.best_step,
@@ -225,6 +228,8 @@ def _patience(es: EarlyStopping, state: EarlyStoppingState, value: float,
 def _gl(es: EarlyStopping, state: EarlyStoppingState, value: float,
         train_values: Sequence[float]) -> bool:
   del train_values
+  if state.best_value is None:
+    return False
   return generalization_loss(value, state.best_value) > es.alpha
 
 
@@ -232,6 +237,8 @@ def _pq(es: EarlyStopping, state: EarlyStoppingState, value: float,
         train_values: Sequence[float]) -> bool:
   if not train_values:
     raise ValueError("criterion 'pq' needs train_values (the strip's training errors).")
+  if state.best_value is None:
+    return False
   strip = list(train_values)[-es.strip_length:]
   gl = generalization_loss(value, state.best_value)
   return _ratio(gl, training_progress(strip)) > es.alpha

@@ -200,7 +200,8 @@ class PropertiesTest(chex.TestCase):
       chex.assert_trees_all_equal_dtypes(state, new_state)
       self.assertTrue(all(isinstance(leaf, jax.Array) for leaf in jax.tree_util.tree_leaves(
           new_state)))
-      self.assertLess(float(f(new_params)), float(f(params)))
+      f_jit = jax.jit(f)
+      self.assertLess(float(f_jit(new_params)), float(f_jit(params)))
 
 
 class ReferenceTest(parameterized.TestCase):

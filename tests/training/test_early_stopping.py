@@ -37,6 +37,8 @@ _CASES = (
     ("up_reset", dict(criterion="up", successive_strips=2), (1.0, 0.9, 0.95, 0.93, 0.94, 0.96),
      5, 1),
     ("disabled", dict(patience=1, enabled=False), _VAL, None, 1),
+    ("nan_never_best", dict(patience=2), (math.nan, 1.0, 1.1, 1.2), 3, 1),
+    ("gl_nan", dict(criterion="gl", alpha=4.0), (math.nan, 0.8, math.nan, 0.84), 3, 1),
 )
 
 
