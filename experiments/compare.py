@@ -340,7 +340,12 @@ def _train_one(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def execute(runs: Sequence[Run], jobs: int = 1, jax_cache_dir: str = "",
             log=print) -> list[Run]:
-  """Trains the runs that are not done; returns those it trained. Errors are logged, kept."""
+  """Trains the runs that are not done; returns them (failed ones too).
+
+  Every run's workdir is checked first (``check_resumable``). A run that raises is logged
+  with its error and left without summary.json, so the next call tries it again; the others
+  go on.
+  """
   for r in runs:
     check_resumable(r)
   todo = [r for r in runs if not r.done]
@@ -542,7 +547,8 @@ def plot_curves(settings: Sequence[Setting], histories: Mapping[str, Sequence[Se
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   panels = _panels(settings)
-  fig, axes = plt.subplots(2, len(panels), figsize=(5 * len(panels), 7), squeeze=False)
+  fig, axes = plt.subplots(2, len(panels), figsize=(max(6.5, 5 * len(panels)), 7),
+                           squeeze=False)
   for col, (panel, members) in enumerate(panels.items()):
     for s in members:
       runs = [h for h in histories[s.key] if h]
@@ -560,14 +566,14 @@ def plot_curves(settings: Sequence[Setting], histories: Mapping[str, Sequence[Se
         ax = axes[row, col]
         (line,) = ax.plot(steps, mean, label=_line_label(s))
         ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2)
-    axes[0, col].set_title(panel or title)
+    axes[0, col].set_title(panel or title, fontsize=9)
     axes[0, col].set_ylabel("test accuracy")
     axes[1, col].set_ylabel("train loss")
     axes[1, col].set_yscale("log")
     axes[1, col].set_xlabel("step")
-    axes[0, col].legend(fontsize=7)
+    axes[0, col].legend(fontsize=7, loc="lower right", ncol=2 if len(members) > 8 else 1)
   if title and panels and list(panels)[0]:
-    fig.suptitle(title)
+    fig.suptitle(title, fontsize=10)
   fig.tight_layout()
   fig.savefig(path, dpi=90)
   plt.close(fig)
@@ -580,7 +586,8 @@ def plot_lr(settings: Sequence[Setting], tuning: Mapping[str, Mapping[float, Seq
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   panels = _panels(settings)
-  fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
+  fig, axes = plt.subplots(1, len(panels), figsize=(max(6.5, 5 * len(panels)), 3.8),
+                           squeeze=False)
   for col, (panel, members) in enumerate(panels.items()):
     ax = axes[0, col]
     for s in members:
@@ -593,8 +600,8 @@ def plot_lr(settings: Sequence[Setting], tuning: Mapping[str, Mapping[float, Seq
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel("validation accuracy")
-    ax.set_title(panel or title)
-    ax.legend(fontsize=7)
+    ax.set_title(panel or title, fontsize=9)
+    ax.legend(fontsize=7, ncol=2 if len(members) > 8 else 1)
   fig.tight_layout()
   fig.savefig(path, dpi=90)
   plt.close(fig)
@@ -681,6 +688,38 @@ class StudyResult:
   files: list[str]  # leaderboard and image files written
 
 
+def plan_tuning_runs(study: ml_collections.ConfigDict, workdir: str) -> list[Run]:
+  """Learning-rate tuning runs: every setting x grid lr x tuning seed, with a validation split.
+
+  In ``<workdir>/<setting>/tune/lr_<lr>/seed_<s>``; ``dataset.validation_size`` is the
+  study's. Empty without an ``lr_grid``.
+  """
+  study = as_study(study)
+  seeds = parse_seeds(study.seeds)[:max(1, int(study.tune_seeds))]
+  return [Run(s, seed, os.path.join(workdir, s.dirname, "tune", _lr_dir(lr), f"seed_{seed}"),
+              _run_config(study.base, s, seed, lr, int(study.validation_size)), lr)
+          for s in make_settings(list(study.axes), list(study.variants))
+          for lr in parse_lr_grid(study.lr_grid) for seed in seeds]
+
+
+def plan_final_runs(study: ml_collections.ConfigDict, workdir: str,
+                    chosen_lr: Optional[Mapping[str, Optional[float]]] = None) -> list[Run]:
+  """Final runs: every setting x seed in ``<workdir>/<setting>/seed_<s>``.
+
+  With ``chosen_lr`` (setting key -> tuned lr) each setting trains at its lr; settings whose
+  lr is None (tuning incomplete or every lr diverged) get no runs.
+  """
+  study = as_study(study)
+  runs = []
+  for s in make_settings(list(study.axes), list(study.variants)):
+    lr = None if chosen_lr is None else chosen_lr.get(s.key)
+    if chosen_lr is not None and lr is None:
+      continue
+    runs += [Run(s, seed, os.path.join(workdir, s.dirname, f"seed_{seed}"),
+                 _run_config(study.base, s, seed, lr)) for seed in parse_seeds(study.seeds)]
+  return runs
+
+
 def run_study(study: ml_collections.ConfigDict, workdir: str, *, jobs: int = 1,
               report_dir: Optional[str] = None, image_dir: Optional[str] = None,
               name: Optional[str] = None, jax_cache_dir: str = "", log=print,
@@ -719,10 +758,7 @@ def run_study(study: ml_collections.ConfigDict, workdir: str, *, jobs: int = 1,
   chosen: dict[str, Optional[float]] = {}
   tuning: dict[str, dict[float, list[float]]] = {}
   if grid:
-    tune_runs = [Run(s, seed, os.path.join(workdir, s.dirname, "tune", _lr_dir(lr),
-                                           f"seed_{seed}"),
-                     _run_config(base, s, seed, lr, int(study.validation_size)), lr)
-                 for s in settings for lr in grid for seed in tune_seeds]
+    tune_runs = plan_tuning_runs(study, workdir)
     if not report_only:
       log(f"Tuning the learning rate: {len(settings)} settings x {len(grid)} lrs x "
           f"{len(tune_seeds)} seeds.")
@@ -741,13 +777,7 @@ def run_study(study: ml_collections.ConfigDict, workdir: str, *, jobs: int = 1,
         log(f"{s.key}: every learning rate of the grid diverged; no final runs.")
 
   # Phase 2: the final runs, every seed, evaluated on the test split.
-  final_runs = []
-  for s in settings:
-    if grid and chosen.get(s.key) is None:
-      continue
-    for seed in seeds:
-      final_runs.append(Run(s, seed, os.path.join(workdir, s.dirname, f"seed_{seed}"),
-                            _run_config(base, s, seed, chosen.get(s.key))))
+  final_runs = plan_final_runs(study, workdir, chosen if grid else None)
   if not report_only:
     log(f"Final runs: {len(settings)} settings x {len(seeds)} seeds.")
     trained += execute(final_runs, jobs, jax_cache_dir, log)

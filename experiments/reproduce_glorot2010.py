@@ -65,8 +65,9 @@ def run(fast: bool = False, plot_path: Optional[str] = None, seed: int = 0) -> d
       ax_act.plot(layers, result[f"{name}/activation_std"], "o-", label=name)
     ax_grad.set(title="tanh MLP at init: Var[dCost/ds_l]", xlabel="layer l (1 = next to input)")
     ax_act.set(title="tanh MLP at init: std of activations", xlabel="layer l")
-    ax_grad.legend()
-    ax_act.legend()
+    for ax in (ax_grad, ax_act):
+      ax.set_xticks(layers)
+      ax.legend()
     sp.save_figure(fig, plot_path)
   return result
 
@@ -74,9 +75,11 @@ def run(fast: bool = False, plot_path: Optional[str] = None, seed: int = 0) -> d
 def report(result: dict[str, Any]) -> str:
   rows = [
       ("standard: Var[g_1]/Var[g_5]", "shrinks towards the input (~(1/3)^4 = 0.012)",
-       f"{result['standard/grad_var_ratio']:.4f} (factor {result['standard/per_layer_factor']:.3f}/layer)"),
+       f"{result['standard/grad_var_ratio']:.4f} "
+       f"(factor {result['standard/per_layer_factor']:.3f}/layer)"),
       ("normalized: Var[g_1]/Var[g_5]", "roughly constant (~1)",
-       f"{result['normalized/grad_var_ratio']:.4f} (factor {result['normalized/per_layer_factor']:.3f}/layer)"),
+       f"{result['normalized/grad_var_ratio']:.4f} "
+       f"(factor {result['normalized/per_layer_factor']:.3f}/layer)"),
       ("standard: activation std l=1..5", "shrinks with depth",
        " ".join(f"{v:.3f}" for v in result["standard/activation_std"])),
       ("normalized: activation std l=1..5", "kept",

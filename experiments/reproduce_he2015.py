@@ -108,7 +108,8 @@ def report(result: dict[str, Any]) -> str:
       ("he: log2 E[s_30^2]/E[s_1^2]", "0 (factor 1 per layer)",
        f"{result['he/log2_signal_ratio']:+.2f} (factor {result['he/per_layer_factor']:.3f})"),
       ("xavier: log2 E[s_30^2]/E[s_1^2]", "-29 (factor 1/2 per layer)",
-       f"{result['xavier/log2_signal_ratio']:+.2f} (factor {result['xavier/per_layer_factor']:.3f})"),
+       f"{result['xavier/log2_signal_ratio']:+.2f} "
+       f"(factor {result['xavier/per_layer_factor']:.3f})"),
       ("he: train loss (end)", "converges", f"{result['he/final_train_loss']:.3f}"),
       ("xavier: train loss (end)", "stalls (ln 10 = 2.303)",
        f"{result['xavier/final_train_loss']:.3f}"),

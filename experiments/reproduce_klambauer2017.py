@@ -10,7 +10,8 @@ With ReLU and the same init the variance halves at every layer (it drifts to 0).
 Ours: a 100-hidden-layer MLP (width 512; 128 with ``--fast``) at initialization on a batch
 of standardized Gaussian inputs; the mean and variance of each layer's activations.
 
-  python -m experiments.reproduce_klambauer2017 [--fast] [--plot=docs/images/repro_klambauer2017.png]
+  python -m experiments.reproduce_klambauer2017 [--fast] \
+      [--plot=docs/images/repro_klambauer2017.png]
 
 Exits non-zero when the finding is not reproduced.
 """
@@ -20,7 +21,6 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from experiments import signal_propagation as sp

@@ -93,16 +93,19 @@ def run(fast: bool = False, plot_path: Optional[str] = None) -> dict[str, Any]:
                result[f"{problem}/amsgrad/avg_regret"] < 0.5 * result[f"{problem}/adam/avg_regret"]]
   result["reproduced"] = bool(all(checks))
   if plot_path:
-    fig, axes = sp.new_figure(2 * len(problems))
+    fig, axes = sp.new_figure(2 * len(problems), width=4.0)
     for i, problem in enumerate(problems):
       for name in OPTIMIZERS:
         out = curves[problem, name]
         axes[2 * i].plot(out["x"], label=name, lw=0.8)
         axes[2 * i + 1].plot(out["avg_regret"], label=name)
-      axes[2 * i].set(title=f"{problem}: iterate x_t", xlabel="t", ylim=(-1.05, 1.05))
-      axes[2 * i + 1].set(title=f"{problem}: average regret R_t/t", xlabel="t", xscale="log")
-      axes[2 * i].legend()
-      axes[2 * i + 1].legend()
+      axes[2 * i].set(title=f"{problem}: iterate x_t", xlabel="t", xscale="log",
+                      ylim=(-1.05, 1.05))
+      axes[2 * i + 1].axhline(worst_point_regret(problem), color="gray", ls=":")
+      axes[2 * i + 1].set(title=f"{problem}: average regret R_t/t", xlabel="t", xscale="log",
+                          ylim=(0.0, 4.0 * worst_point_regret(problem)))
+      axes[2 * i].legend(loc="center right")
+      axes[2 * i + 1].legend(loc="upper right")
     sp.save_figure(fig, plot_path)
   return result
 

@@ -36,6 +36,7 @@ _SOURCES: Mapping[str, tuple[str, ...]] = {
     "regularizer": (
         "flaxopt.functional.regularization:REGISTRY",
         "flaxopt.functional.augmentation:REGISTRY",
+        "flaxopt.optim.penalties:REGISTRY",
     ),
     "optimizer": ("flaxopt.optim:REGISTRY",),
 }

@@ -13,7 +13,7 @@ import ml_collections
 from configs import default
 
 _COSINE = "optimizer.schedule=cosine; num_train_steps=12000"
-_AUG = "augment.ops=translate,gaussian_noise"
+_AUG = "augment.ops=random_translate,gaussian_noise"
 
 
 def get_config():
@@ -27,7 +27,7 @@ def get_config():
   study.variants = (
       "paper (Adam 1e-2, 6k steps):",
       f"+ cosine 12k: {_COSINE}",
-      f"+ translate: {_COSINE}; augment.ops=translate",
+      f"+ translate: {_COSINE}; augment.ops=random_translate",
       f"+ translate + noise: {_COSINE}; {_AUG}",
       f"+ translate + noise + batch norm: {_COSINE}; {_AUG}; model.norm=batch",
       f"+ translate + noise + group norm: {_COSINE}; {_AUG}; model.norm=group",

@@ -16,7 +16,7 @@ VARIANTS = (
     "l2 1e-3: regularizer.l2=1e-3",
     "dropout 0.1: model.dropout=0.1",
     "dropconnect 0.2 (head): model.dropconnect=0.2",
-    "translate 4: augment.ops=translate; augment.translate.max_shift=4",
+    "translate 4: augment.ops=random_translate; augment.random_translate.max_shift=4",
     "random_crop 4 (edge): augment.ops=random_crop; augment.random_crop.padding=4; "
     "augment.random_crop.pad_mode=edge",
     "gaussian_noise 0.1: augment.ops=gaussian_noise; augment.gaussian_noise.stddev=0.1",

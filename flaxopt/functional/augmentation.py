@@ -304,8 +304,9 @@ def cutmix(key: Array, x: Array, y: Optional[Array] = None, *, alpha: float = 1.
 
 # --- registry and pipelines -----------------------------------------------------
 
+# Registry name == function name.
 _OPS: dict[str, Callable[..., tuple[Array, Optional[Array]]]] = {
-    "translate": random_translate,
+    "random_translate": random_translate,
     "random_crop": random_crop,
     "horizontal_flip": horizontal_flip,
     "gaussian_noise": gaussian_noise,

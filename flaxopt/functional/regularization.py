@@ -14,11 +14,10 @@ Conventions:
   deterministic output and inference is the identity (the "mean rule" of the
   papers with the scaling moved to training time).
 
-Registry family ``regularizer`` (merged with ``augmentation.REGISTRY``):
+Registry family ``regularizer`` (merged with ``augmentation.REGISTRY`` and
+``flaxopt.optim.penalties.REGISTRY``, which holds ``'l1'`` and ``'l2'`` as optax
+transforms):
 
-* ``'l1'``, ``'l2'`` -> ``optim.add_l1(weight, ...)`` / ``optim.add_l2(weight, ...)``,
-  optax GradientTransformations (imported lazily: optim sits below functional
-  in the layer order).
 * ``'dropout'`` -> ``fn(x, key, deterministic=False)``: ``F.dropout`` with
   ``rate`` bound.
 * ``'dropconnect'`` -> ``fn(w, key, deterministic=False)``: ``F.dropconnect``
@@ -223,18 +222,6 @@ def dropconnect_gaussian_samples(x: Array, w: Array, rate: float, key: Array,
 # --- registry ---------------------------------------------------------------
 
 
-def _l1(weight: float, mask: Any = None, proximal: bool = False,
-        learning_rate: Any = None):
-  from flaxopt.optim import penalties  # pylint: disable=g-import-not-at-top
-  return penalties.add_l1(weight, mask=mask, proximal=proximal,
-                          learning_rate=learning_rate)
-
-
-def _l2(weight: float, mask: Any = None):
-  from flaxopt.optim import penalties  # pylint: disable=g-import-not-at-top
-  return penalties.add_l2(weight, mask=mask)
-
-
 def _dropout_fn(rate: float) -> Callable[..., Array]:
   """``fn(x, key, deterministic=False)``: ``dropout`` with ``rate`` bound."""
   _check_rate(rate)
@@ -256,8 +243,6 @@ def _dropconnect_fn(rate: float) -> Callable[..., Array]:
 
 
 REGISTRY: dict[str, Callable[..., Any]] = {
-    "l1": _l1,
-    "l2": _l2,
     "dropout": _dropout_fn,
     "dropconnect": _dropconnect_fn,
 }

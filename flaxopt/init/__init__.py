@@ -5,8 +5,9 @@
 
 * LSUV (Mishkin & Matas 2016) when ``config.model.kernel_init == 'lsuv'``: the model was
   built with orthogonal kernels (the registry entry ``'lsuv'``), and each Dense/Conv kernel
-  is rescaled, in forward order, until its output variance on ``x_batch`` is 1 within
-  ``config.init.lsuv_tol`` (default 0.1) in at most ``config.init.lsuv_max_iters`` (10).
+  (WeightNorm gain ``g``) is rescaled, in forward order, until its output variance on
+  ``x_batch`` is 1 within ``config.init.lsuv_tol`` (default 0.1) in at most
+  ``config.init.lsuv_max_iters`` (10) rescalings.
 * RBM pre-training (Hinton & Salakhutdinov 2006) when ``config.init.pretrain == 'rbm'``:
   the hidden Dense layers of an MLP get the weights and hidden biases of a greedily trained
   stack of RBMs (CD-k). Fields: ``init.rbm_steps`` (CD updates per layer, default 1000),
@@ -14,11 +15,12 @@
   ``init.rbm_visible`` ('gaussian' for standardized inputs | 'bernoulli' for [0, 1] inputs).
   The RBMs train on mini-batches drawn from ``x_batch`` alone, so pass a large batch.
 
-Note: ``flaxopt.init.lsuv`` is the function; the module is ``flaxopt.init.lsuv`` only through
-``from flaxopt.init.lsuv import ...`` (same for ``rbm``, which stays the module).
-
-Both run in that order when both are asked for; with neither, ``variables`` is returned
+When both are asked for, RBM pre-training runs first, then LSUV; with neither, ``variables`` is returned
 unchanged (the same object).
+
+Naming: ``flaxopt.init.lsuv`` is the LSUV *function* (the package re-exports it); import the
+module's other names with ``from flaxopt.init.lsuv import ...``. ``flaxopt.init.rbm`` is the
+module.
 """
 
 from __future__ import annotations

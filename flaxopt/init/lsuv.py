@@ -96,7 +96,8 @@ def layer_outputs(apply_fn: ApplyFn, variables: Mapping[str, Any],
   """Runs ``apply_fn(variables, x_batch)`` and returns each kernel layer's output, in forward order.
 
   Keys are module paths (``('Dense_0',)``, ``('block', 'conv')``); only modules that own a
-  ``kernel`` (or WeightNorm's ``g``) parameter are kept; a module called twice keeps its first output. Pure: works
+  ``kernel`` (or WeightNorm's ``g``) parameter are kept; a module called twice keeps its
+  first output. Pure: works
   under ``jax.jit`` (the capture happens at trace time; a jitted call returns the dict with
   sorted keys, see ``kernel_layers`` for the order).
   """
@@ -148,7 +149,8 @@ def _replace_param(variables: dict[str, Any], path: Path, name: str,
   return {**variables, "params": go(variables["params"], path)}
 
 
-def _orthogonalize(key: jax.Array, variables: dict[str, Any], paths: Sequence[Path]) -> dict[str, Any]:
+def _orthogonalize(key: jax.Array, variables: dict[str, Any],
+                   paths: Sequence[Path]) -> dict[str, Any]:
   init = lsuv_base_init()
   for path, k in zip(paths, jax.random.split(key, max(len(paths), 1))):
     kernel = module_params(variables["params"], path).get("kernel")

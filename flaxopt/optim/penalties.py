@@ -40,10 +40,6 @@ __all__ = ["add_l1", "add_l2", "l1_prox", "L1ProxState"]
 Mask = Union[Any, Callable[[Any], Any]]
 ScalarOrSchedule = Union[float, jax.Array, optax.Schedule]
 
-# Penalty names live in the ``regularizer`` registry family
-# (flaxopt/functional/regularization.py: 'l1', 'l2'); the optimizer family
-# only holds optimizers, so this table stays empty.
-REGISTRY: dict = {}
 
 
 def _check_weight(weight: Any, name: str = "weight") -> None:
@@ -236,3 +232,8 @@ def l1_prox(weight: float, learning_rate: ScalarOrSchedule,
     return new, L1ProxState(count=optax.safe_increment(state.count))
 
   return _maybe_mask(optax.GradientTransformation(init_fn, update_fn), mask)
+
+
+# Registry family ``regularizer`` (merged with the functional dropout and
+# augmentation tables): 'l1' and 'l2' build these optax transforms.
+REGISTRY: dict[str, Callable[..., Any]] = {"l1": add_l1, "l2": add_l2}

@@ -3,8 +3,8 @@
 Each method is a direction primitive ``scale_by_*`` that maps the gradient
 ``g`` to a preconditioned gradient ``p`` (same sign as ``g``; the descent
 direction is ``-p``), and an alias that chains it with
-``scale_by_learning_rate`` (optax's, keeping bfloat16) and a line search from
-:mod:`flaxopt.optim.linesearch`::
+``flaxopt.optim.scale_by_learning_rate`` (optax's rule, bfloat16 kept) and a line
+search from :mod:`flaxopt.optim.linesearch`::
 
   opt = optim.bfgs()
   state = opt.init(params)

@@ -4,7 +4,6 @@ model in-process) with its leaderboard, resumability and the worker-process path
 
 import csv
 import json
-import math
 import os
 
 import ml_collections
@@ -176,20 +175,19 @@ def test_setting_row_against_numpy():
 
 
 # ---------------------------------------------------------------------------------------
-# A real sweep: 2 activations x 2 seeds, lr tuned over 2 values, a dense model in-process.
+# Learning-rate tuning: the planned runs and the choice, from (written) tuning results.
 # ---------------------------------------------------------------------------------------
-def _tiny_study() -> ml_collections.ConfigDict:
+def _tiny_study(**fields) -> ml_collections.ConfigDict:
   base = tiny.get_config()
   base.dataset.num_train = 200
   base.model.width = 8
-  base.num_train_steps = 20
-  base.eval_every = 10
-  base.log_every = 10
+  base.num_train_steps = 10
+  base.eval_every = 5
+  base.log_every = 5
   base.checkpoint_every = 0
-  return ml_collections.ConfigDict({
-      "name": "tiny", "base": base, "axes": ("model.activation=relu,tanh",), "seeds": "0,1",
-      "lr_grid": "1e-3,3e-2", "tune_seeds": 1, "validation_size": 100,
-      "target_accuracy": 0.15})
+  study = {"name": "tiny", "base": base, "axes": ("model.activation=relu,tanh",),
+           "seeds": "0,1", "target_accuracy": 0.15}
+  return ml_collections.ConfigDict({**study, **fields})
 
 
 def _read(path):
@@ -197,87 +195,127 @@ def _read(path):
     return json.load(f)
 
 
+def _write(path, obj):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(obj, f)
+
+
+def test_tuning_plan_uses_a_validation_split_and_final_runs_the_chosen_lr(tmp_path):
+  study = _tiny_study(lr_grid="1e-3,3e-2", tune_seeds=1, validation_size=100)
+  tune = compare.plan_tuning_runs(study, str(tmp_path))
+  assert [(r.setting.key, r.lr, r.seed) for r in tune] == [
+      (f"model.activation={a}", lr, 0) for a in ("relu", "tanh") for lr in (1e-3, 3e-2)]
+  for r in tune:
+    assert r.workdir == str(tmp_path / r.setting.key / "tune" / f"lr_{r.lr:.4g}" / "seed_0")
+    assert (r.config.dataset.validation_size, r.config.optimizer.learning_rate) == (100, r.lr)
+  chosen = {"model.activation=relu": 3e-2, "model.activation=tanh": None}
+  final = compare.plan_final_runs(study, str(tmp_path), chosen)
+  assert [(r.setting.key, r.seed) for r in final] == [("model.activation=relu", 0),
+                                                      ("model.activation=relu", 1)]
+  assert all(r.config.optimizer.learning_rate == 3e-2 and r.config.dataset.validation_size == 0
+             for r in final)
+  assert compare.plan_tuning_runs(_tiny_study(), str(tmp_path)) == []
+
+
+def test_report_only_picks_the_best_validated_lr_and_plots_it(tmp_path):
+  study = _tiny_study(lr_grid="1e-3,1e-2,1e-1", validation_size=100)
+  val = {"relu": {1e-3: 0.5, 1e-2: 0.7, 1e-1: "nan"}, "tanh": {1e-3: 0.6, 1e-2: 0.4, 1e-1: 0.9}}
+  status = {0.1: "diverged"}
+  for r in compare.plan_tuning_runs(study, str(tmp_path)):
+    act = r.setting.key.split("=")[1]
+    _write(os.path.join(r.workdir, "summary.json"),
+           {"status": status.get(r.lr, "completed") if act == "relu" else "completed",
+            "final": {"step": 10, "val_accuracy": val[act][r.lr]}})
+  result = compare.run_study(study, str(tmp_path), report_only=True, log=lambda *_: None)
+  assert result.trained == []
+  assert result.chosen_lr == {"model.activation=relu": 1e-2, "model.activation=tanh": 1e-1}
+  assert os.path.basename(result.files[-1]) == "compare_tiny_lr.png"
+  with open(result.files[1]) as f:
+    rows = {r["model.activation"]: r for r in csv.DictReader(f)}
+  assert (rows["relu"]["lr"], rows["tanh"]["lr"]) == ("0.01", "0.1")
+  assert rows["relu"]["runs"] == "0"  # final runs not trained (report only)
+
+
+# ---------------------------------------------------------------------------------------
+# A real sweep: 2 activations x 2 seeds of a tiny dense model, in 2 worker processes.
+# ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("sweep"))
-  result = compare.run_study(_tiny_study(), workdir, jobs=1, log=lambda *_: None)
+  cache = str(tmp_path_factory.mktemp("jax_cache"))
+  result = compare.run_study(_tiny_study(), workdir, jobs=2, jax_cache_dir=cache,
+                             log=lambda *_: None)
   return workdir, result
 
 
-@pytest.mark.timeout(120)
-def test_sweep_tunes_lr_on_validation_then_runs_every_seed(sweep):
+@pytest.mark.timeout(150)
+def test_sweep_runs_every_setting_and_seed_in_its_workdir(sweep):
   workdir, result = sweep
-  assert len(result.trained) == 2 * 2 * 1 + 2 * 2  # tuning (settings x lrs x 1) + final
-  for act in ("relu", "tanh"):
-    key = f"model.activation={act}"
-    scores = {lr: [compare._final(_read(os.path.join(
-        workdir, key, "tune", f"lr_{lr:.4g}", "seed_0", "summary.json")), "val_accuracy")]
-              for lr in (1e-3, 3e-2)}
-    assert all(math.isfinite(v[0]) for v in scores.values())
-    assert result.chosen_lr[key] == compare.select_learning_rate(scores)
-    tune_config = _read(os.path.join(workdir, key, "tune", "lr_0.001", "seed_0", "config.json"))
-    assert tune_config["dataset"]["validation_size"] == 100
-    for seed in (0, 1):
-      config = _read(os.path.join(workdir, key, f"seed_{seed}", "config.json"))
-      assert config["optimizer"]["learning_rate"] == result.chosen_lr[key]
-      assert (config["seed"], config["model"]["activation"]) == (seed, act)
-      assert config["dataset"]["validation_size"] == 0
+  assert sorted(r.workdir for r in result.trained) == sorted(
+      os.path.join(workdir, f"model.activation={a}", f"seed_{s}")
+      for a in ("relu", "tanh") for s in (0, 1))
+  for r in result.trained:
+    config = _read(os.path.join(r.workdir, "config.json"))
+    assert (config["seed"], config["model"]["activation"]) == (r.seed, r.setting.labels[0][1])
+    summary = _read(os.path.join(r.workdir, "summary.json"))
+    assert summary["status"] == "completed" and summary["num_devices"] == 1  # worker: 1 device
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(150)
 def test_leaderboard_matches_the_runs(sweep):
   workdir, result = sweep
-  md, csv_path, *images = result.files
-  assert [os.path.basename(p) for p in images] == ["compare_tiny_curves.png",
-                                                    "compare_tiny_lr.png"]
-  assert all(os.path.getsize(p) > 0 for p in images)
+  md, csv_path, curves = result.files
+  assert os.path.basename(curves) == "compare_tiny_curves.png" and os.path.getsize(curves) > 0
   with open(csv_path) as f:
     rows = list(csv.DictReader(f))
   assert sorted(r["model.activation"] for r in rows) == ["relu", "tanh"]
   means = [float(r["test_accuracy"]) for r in rows]
   assert means == sorted(means, reverse=True)  # best first
-  table = open(md).read()
+  with open(md) as f:
+    table = f.read()
   for row in rows:
-    key = row["setting"]
-    accs = [_read(os.path.join(workdir, key, f"seed_{s}", "summary.json"))["final"][
-        "test_accuracy"] for s in (0, 1)]
+    runs = [os.path.join(workdir, row["setting"], f"seed_{s}") for s in (0, 1)]
+    accs = [_read(os.path.join(w, "summary.json"))["final"]["test_accuracy"] for w in runs]
     np.testing.assert_allclose(float(row["test_accuracy"]), np.mean(accs), rtol=1e-6)
     np.testing.assert_allclose(float(row["test_accuracy_std"]), np.std(accs, ddof=1),
                                rtol=1e-6, atol=1e-9)
-    assert float(row["lr"]) == result.chosen_lr[key]
+    hits = [compare.first_reaching(compare._read_metrics(w), 0.15) for w in runs]
+    steps = [h["step"] for h in hits if h]
+    if steps:
+      np.testing.assert_allclose(float(row["steps_to_target"]), np.mean(steps))
+    assert int(row["reached"]) == len(steps)
+    assert float(row["lr"]) == 1e-2
     assert int(row["params"]) == 40 * 8 + 8 + 8 * 10 + 10  # Dense 40->8, head 8->10
     assert (row["diverged"], row["runs"]) == ("0", "2")
     assert f"{100 * np.mean(accs):.2f} ± {100 * np.std(accs, ddof=1):.2f}" in table
 
 
-@pytest.mark.timeout(120)
-def test_resume_skips_finished_runs_and_reruns_missing_ones_in_a_worker(sweep, tmp_path):
+@pytest.mark.timeout(150)
+def test_resume_skips_finished_runs_and_reruns_missing_ones(sweep):
   workdir, first = sweep
   summaries = [os.path.join(r.workdir, "summary.json") for r in first.trained]
   mtimes = [os.path.getmtime(p) for p in summaries]
-  again = compare.run_study(_tiny_study(), workdir, jobs=1, log=lambda *_: None)
-  assert again.trained == [] and again.chosen_lr == first.chosen_lr
+  again = compare.run_study(_tiny_study(), workdir, jobs=2, log=lambda *_: None)
+  assert again.trained == [] and again.rows == first.rows
   assert [os.path.getmtime(p) for p in summaries] == mtimes
-  # A lost final run is trained again, here in a worker process (the --jobs path).
+  # A run that lost its summary is run again (here in-process): the loop resumes from its
+  # final checkpoint, so its results are unchanged.
   lost = os.path.join(workdir, "model.activation=tanh", "seed_1")
-  before = _read(os.path.join(lost, "summary.json"))["final"]["test_accuracy"]
+  before = _read(os.path.join(lost, "summary.json"))["final"]
   os.remove(os.path.join(lost, "summary.json"))
-  third = compare.run_study(_tiny_study(), workdir, jobs=2, log=lambda *_: None,
-                            jax_cache_dir=str(tmp_path / "cache"))
+  third = compare.run_study(_tiny_study(), workdir, jobs=1, log=lambda *_: None)
   assert [r.workdir for r in third.trained] == [lost]
-  after = _read(os.path.join(lost, "summary.json"))
-  assert after["status"] == "completed" and after["num_devices"] == 1
-  np.testing.assert_allclose(after["final"]["test_accuracy"], before, atol=0.02)
-  # A finished run of a different config in the same workdir is an error, not a skip.
+  assert _read(os.path.join(lost, "summary.json"))["final"] == before
+  # A finished run of another config in the same workdir is an error, not a skip.
   changed = _tiny_study()
-  changed.base.num_train_steps = 30
+  changed.base.num_train_steps = 12
   with pytest.raises(ValueError, match="num_train_steps"):
     compare.run_study(changed, workdir, jobs=1, log=lambda *_: None)
 
 
 def test_bad_study_fails_before_training(tmp_path):
-  study = _tiny_study()
-  study.axes = ("model.activation=relu,no_such_activation",)
+  study = _tiny_study(axes=("model.activation=relu,no_such_activation",))
   with pytest.raises(ValueError, match="no_such_activation"):
     compare.run_study(study, str(tmp_path), log=lambda *_: None)
   assert os.listdir(tmp_path) == []

@@ -18,7 +18,7 @@ _KEY2 = jax.random.PRNGKey(1)
 
 # registry name, kwargs, works on 1D signals.
 _OPS = (
-    ("translate", dict(max_shift=2), True),
+    ("random_translate", dict(max_shift=2), True),
     ("random_crop", dict(padding=2, pad_mode="reflect"), True),
     ("horizontal_flip", dict(prob=0.5), False),
     ("gaussian_noise", dict(stddev=0.1), True),
@@ -199,8 +199,8 @@ class AugmentationMathTest(parameterized.TestCase):
     self.assertGreater(pasted.max(), 0)
 
   @parameterized.named_parameters(
-      ("translate_negative", "translate", dict(max_shift=-1)),
-      ("translate_bad_tuple", "translate", dict(max_shift=(1, 2, 3))),
+      ("translate_negative", "random_translate", dict(max_shift=-1)),
+      ("translate_bad_tuple", "random_translate", dict(max_shift=(1, 2, 3))),
       ("crop_bad_mode", "random_crop", dict(padding=1, pad_mode="mirror")),
       ("crop_reflect_too_big", "random_crop", dict(padding=6, pad_mode="reflect")),
       ("flip_prob", "horizontal_flip", dict(prob=1.5)),

@@ -54,17 +54,18 @@ class SmallCNN(nn.Module):
 def _init(model, shape, key=0, scale=3.0):
   """Variables for ``model`` drawn with numpy (shapes from eval_shape: no XLA compile).
 
-  Kernels N(0, 1/fan_in), biases zero; the input is ``scale`` * N(0, 1).
+  Kernels N(0, 1/fan_in), biases zero, other parameters one; the input is ``scale`` * N(0, 1).
   """
   rng = np.random.default_rng(key)
   x = jnp.asarray(scale * rng.standard_normal(shape), jnp.float32)
   shapes = jax.eval_shape(model.init, jax.random.key(0), x)
 
   def draw(path, leaf):
-    if path[-1].key == "kernel":
+    if path[-1].key in ("kernel", "v"):  # v: WeightNorm's direction.
       fan_in = int(np.prod(leaf.shape[:-1]))
       return jnp.asarray(rng.standard_normal(leaf.shape) / np.sqrt(fan_in), leaf.dtype)
-    return jnp.zeros(leaf.shape, leaf.dtype)
+    fill = jnp.zeros if path[-1].key == "bias" else jnp.ones  # Ones: WeightNorm's gain g.
+    return fill(leaf.shape, leaf.dtype)
 
   return jax.tree_util.tree_map_with_path(draw, shapes), x
 
@@ -155,7 +156,8 @@ def test_lsuv_keeps_bfloat16_kernels():
 def test_lsuv_leaves_dead_layer_alone():
   model = DeepMLP(depth=2)
   variables, x = _init(model, (16, 12))
-  variables["params"]["Dense_0"]["kernel"] = jnp.zeros_like(variables["params"]["Dense_0"]["kernel"])
+  layer = variables["params"]["Dense_0"]
+  layer["kernel"] = jnp.zeros_like(layer["kernel"])
   new, reports = lsuv(model.apply, variables, x)
   assert not reports[0].converged and reports[0].iterations == 0
   chex.assert_tree_all_finite(new)
@@ -228,3 +230,20 @@ def test_apply_data_dependent_init_rejects_unknown_pretrain():
   variables, x = _init(model, (4, 12))
   with pytest.raises(ValueError, match="'dbn'"):
     apply_data_dependent_init(_config(pretrain="dbn"), model, variables, x, jax.random.key(0))
+
+
+def test_lsuv_through_build_model_with_weight_norm():
+  """The project's MLP with WeightNorm layers: LSUV rescales each gain g (no kernel there)."""
+  from flaxopt.nn import models  # pylint: disable=g-import-not-at-top
+  model_config = models.default_model_config()
+  model_config.update({"name": "mlp", "kernel_init": "lsuv", "norm": "weight", "width": 16})
+  model = models.build_model(model_config, 10)
+  variables, x = _init(model, (32, 12, 1))
+  config = ml_collections.ConfigDict({"model": model_config.to_dict()})
+  new = apply_data_dependent_init(config, model, variables, x, jax.random.key(0))
+  apply_fn = lambda v, x: model.apply(v, x, train=False)
+  outs = layer_outputs(apply_fn, new, x)
+  assert len(outs) == len(kernel_layers(apply_fn, variables, x)) >= 2
+  for path, out in outs.items():
+    assert abs(float(jnp.var(out)) - 1.0) < TOL, path
+    assert "g" in new["params"][path[0]]
