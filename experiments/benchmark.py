@@ -22,6 +22,9 @@ Sections (``--sections``, comma-separated, default all):
 * ``train_step``  MNIST-1D CNN and MLP steps/s at ``--train_batches``: flaxopt's train step
                   (registry model + optimizer, ``Parallel('jit').compile_train``, the loop's
                   input pipeline) vs a hand-written jitted JAX step vs PyTorch eager.
+* ``step_overhead`` (not in the default list) flaxopt's step with the batch gathered inside
+                  the jitted step, against the two above: the measured cost of the loop's
+                  separate gather dispatch.
 * ``end_to_end``  ``python -m experiments.train --workdir=...`` (the main job) vs
                   ``python -m experiments.bench_torch`` (same recipe) as subprocesses: wall
                   time, compile time, steps/s (from summary.json) and peak RSS.
@@ -719,6 +722,75 @@ def bench_train_step(models: Sequence[str], batches: Sequence[int],
   return out
 
 
+def fused_gather_train_runner(model_name: str, data: Mapping[str, Any], batch_size: int,
+                              learning_rate: float = 1e-2) -> Runner:
+  """flaxopt's ``train_step`` with the batch gathered *inside* the jitted step (one dispatch).
+
+  The experiment behind docs/readme/benchmarks.md's step-overhead table: the same registry
+  model, optimizer, ``steps.train_step`` and metric sums as ``flaxopt_train_runner``, but the
+  step takes the host batch indices (numpy, plain ``jax.jit``, no shardings) and gathers from
+  the device-resident training set itself, instead of ``Pipeline.batch`` dispatching a
+  separate jitted gather and building a sharded index array every step.
+  """
+  from flaxopt.nn import models  # pylint: disable=g-import-not-at-top
+  from flaxopt.training import steps as steps_lib  # pylint: disable=g-import-not-at-top
+  from flaxopt.training.state import create_train_state  # pylint: disable=g-import-not-at-top
+
+  model = models.build_model({"name": model_name}, data["num_classes"])
+  tx = registry.get("optimizer", "adam", learning_rate=learning_rate)
+  variables = jax.jit(lambda k, x: model.init({"params": k}, x, train=False))(
+      jax.random.PRNGKey(0), data["x_train"][:batch_size])
+  state = create_train_state(variables, tx, jax.random.PRNGKey(1))
+  step_fn = functools.partial(steps_lib.train_step, apply_fn=model.apply, tx=tx,
+                              num_classes=data["num_classes"])
+  x_all, y_all = jnp.asarray(data["x_train"]), jnp.asarray(data["y_train"])
+
+  @functools.partial(jax.jit, donate_argnums=(0, 3))
+  def step(state, x_all, y_all, sums, idx):
+    state, metrics = step_fn(state, {"x": jnp.take(x_all, idx, 0), "y": jnp.take(y_all, idx, 0)})
+    return state, {k: sums[k] + metrics.get(k, 1.0) for k in sums}
+
+  n = len(data["y_train"])
+  per_epoch = n // batch_size
+  rng = np.random.default_rng(0)
+  sums = {k: jnp.zeros((), jnp.float32) for k in ("loss", "ce_loss", "accuracy", "count")}
+  holder = {"state": state, "sums": sums, "step": 0, "perm": None}
+
+  def run(k: int) -> None:
+    st, sm, s = holder["state"], holder["sums"], holder["step"]
+    for _ in range(k):
+      i = s % per_epoch
+      if i == 0:
+        holder["perm"] = rng.permutation(n).astype(np.int32)
+      st, sm = step(st, x_all, y_all, sm, holder["perm"][i * batch_size:(i + 1) * batch_size])
+      s += 1
+    _block(sm)
+    holder.update(state=st, sums=sm, step=s)
+  return run
+
+
+def bench_step_overhead(models: Sequence[str], batches: Sequence[int],
+                        data: Optional[Mapping[str, Any]] = None) -> dict:
+  """Where flaxopt's step loses to the hand-written one: the separate gather dispatch."""
+  data = data or load_mnist1d()
+  out = {}
+  for model_name in models:
+    for batch in batches:
+      res = _compare({"jax_handwritten": handwritten_train_runner(model_name, data, batch),
+                      "flaxopt": flaxopt_train_runner(model_name, data, batch),
+                      "flaxopt_fused_gather": fused_gather_train_runner(model_name, data,
+                                                                         batch)},
+                     baseline="jax_handwritten")
+      key = f"{model_name}_b{batch}"
+      out[key] = {"us_per_step": {k: 1e6 * v for k, v in res["median_s"].items()},
+                  "time_over_handwritten": res["ratio"],
+                  "cpu_time_over_handwritten": res["cpu_ratio"], "load": load()}
+      print(f"  step overhead {key}: " + ", ".join(
+          f"{k} {v:.3f}" for k, v in res["ratio"].items()) + " (time / hand-written)",
+            flush=True)
+  return out
+
+
 # ---------------------------------------------------------------------------------------
 # End to end: the main job and the PyTorch script, as subprocesses.
 # ---------------------------------------------------------------------------------------
@@ -965,6 +1037,16 @@ def markdown(results: Mapping[str, Any]) -> str:
       lines.append(f"| {key} | " + " | ".join(f"{sps[k]:.0f}" for k in impls) +
                    f" | {sp['jax_handwritten']:.2f} | {_fmt(best)} |")
     lines.append("")
+  so = results.get("step_overhead")
+  if so:
+    lines.append("| model, batch | flaxopt / hand-written (time) | flaxopt fused gather / "
+                 "hand-written (time) | same, CPU time |")
+    lines.append("|---|---:|---:|---:|")
+    for key, row in so.items():
+      t, c = row["time_over_handwritten"], row["cpu_time_over_handwritten"]
+      lines.append(f"| {key} | {t['flaxopt']:.2f} | {t['flaxopt_fused_gather']:.2f} | "
+                   f"{c['flaxopt']:.2f} / {c['flaxopt_fused_gather']:.2f} |")
+    lines.append("")
   e2e = results.get("end_to_end")
   if e2e:
     lines.append("| job | wall s (median) | compile s | steps/s | peak RSS MiB | test acc |")
@@ -1111,6 +1193,8 @@ SECTIONS: Mapping[str, Callable[[dict], dict]] = {
     "memory": lambda r: bench_memory(),
     "train_step": lambda r: bench_train_step(_TRAIN_MODELS.value,
                                              [int(b) for b in _TRAIN_BATCHES.value]),
+    "step_overhead": lambda r: bench_step_overhead(_TRAIN_MODELS.value,
+                                                   [int(b) for b in _TRAIN_BATCHES.value]),
     "end_to_end": lambda r: bench_end_to_end(
         1 if _QUICK.value else _E2E_REPEATS.value,
         min(_E2E_STEPS.value, 1000) if _QUICK.value else _E2E_STEPS.value, _E2E_ARGS.value,

@@ -97,9 +97,8 @@ def layer_outputs(apply_fn: ApplyFn, variables: Mapping[str, Any],
 
   Keys are module paths (``('Dense_0',)``, ``('block', 'conv')``); only modules that own a
   ``kernel`` (or WeightNorm's ``g``) parameter are kept; a module called twice keeps its
-  first output. Pure: works
-  under ``jax.jit`` (the capture happens at trace time; a jitted call returns the dict with
-  sorted keys, see ``kernel_layers`` for the order).
+  first output. Pure: works under ``jax.jit`` (the capture happens at trace time; a jitted
+  call returns the dict with sorted keys, see ``kernel_layers`` for the order).
   """
   params = variables["params"]
   captured: dict[Path, jax.Array] = {}
@@ -216,7 +215,8 @@ def lsuv(apply_fn: ApplyFn,
   variables = flax.core.unfreeze(variables)
   paths = kernel_layers(apply_fn, variables, x_batch)
   if not paths:
-    raise ValueError("lsuv: the model has no module with a 'kernel' parameter.")
+    raise ValueError("lsuv: the model has no module with a 'kernel' (or WeightNorm 'g') "
+                     "parameter.")
   if orthogonal_key is not None:
     variables = _orthogonalize(orthogonal_key, variables, paths)
 

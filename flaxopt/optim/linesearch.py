@@ -505,8 +505,7 @@ def scale_by_wolfe_linesearch(
     step = jnp.where(descent, step, jnp.zeros_like(step))
     new_value = jnp.where(descent, new_value, value0)
     new_grad = jax.tree_util.tree_map(lambda n, o: jnp.where(descent, n, o), new_grad, grad)
-    step_memory = jnp.where(descent & ok, step, state.step_size)
-    new_state = WolfeLinesearchState(step_memory, slope0, new_value, new_grad, num_evals,
+    new_state = WolfeLinesearchState(step, slope0, new_value, new_grad, num_evals,
                                      state.total_evals + num_evals, ok & descent)
     return _scale(step, updates), new_state
 

@@ -168,6 +168,14 @@ def test_train_step_section(tiny_data):
   assert row["flaxopt_speedup_over"]["flaxopt"] == 1.0
 
 
+def test_step_overhead_section(tiny_data):
+  res = B.bench_step_overhead(["mlp"], [20], data=tiny_data)
+  row = res["mlp_b20"]
+  assert set(row["time_over_handwritten"]) == {"jax_handwritten", "flaxopt",
+                                               "flaxopt_fused_gather"}
+  assert "| mlp_b20 |" in B.markdown({"step_overhead": res})
+
+
 @needs_torch
 def test_torch_recipe_end_to_end(tiny_data, tmp_path):
   res = bench_torch.run_recipe(tiny_data, steps=6, batch_size=20, eval_every=3,

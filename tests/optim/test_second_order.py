@@ -105,8 +105,9 @@ class QuadraticTest(parameterized.TestCase):
       f = _quadratic(a, b)
       x0 = jnp.ones(5)
       opt = so.newton(method=method, cg_tol=1e-12)
-      value, grad = jax.value_and_grad(f)(x0)
-      updates, state = opt.update(grad, opt.init(x0), x0, value=value, grad=grad, value_fn=f)
+      value, grad = jax.jit(jax.value_and_grad(f))(x0)
+      updates, state = jax.jit(functools.partial(opt.update, value_fn=f))(
+          grad, opt.init(x0), x0, value=value, grad=grad)
       chex.assert_trees_all_close(optax.apply_updates(x0, updates), np.linalg.solve(a, b),
                                   rtol=1e-9)
       self.assertEqual(float(state[0].shift), 0.0)
@@ -211,9 +212,9 @@ class ReferenceTest(parameterized.TestCase):
       f = lambda x: x[0] ** 2 - 2.0 * x[1] ** 2 + x[1] ** 4 + x[0] * x[1]
       x0 = jnp.array([0.5, 0.1])  # Hessian [[2, 1], [1, -4 + 12 x1^2]] is indefinite here
       opt = so.scale_by_newton(method="exact")
-      g = jax.grad(f)(x0)
+      g = jax.jit(jax.grad(f))(x0)
       p, state = jax.jit(functools.partial(opt.update, value_fn=f))(g, opt.init(x0), x0)
-      h = np.asarray(jax.hessian(f)(x0))
+      h = np.asarray(jax.jit(jax.hessian(f))(x0))
       tau = float(state.shift)
       self.assertGreater(tau, 0.0)
       self.assertGreater(np.linalg.eigvalsh(h + tau * np.eye(2)).min(), 0.0)
