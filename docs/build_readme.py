@@ -23,6 +23,7 @@ ORDER = (
     "activation_search.md",
     "compare.md",
     "benchmarks.md",
+    "gpu_check.md",
     "_tail.md",
 )
 

@@ -74,6 +74,8 @@ _SECTIONS = flags.DEFINE_list(
 _QUICK = flags.DEFINE_bool("quick", False, "Smaller sizes and fewer rounds (a first look / GPU).")
 _OUT = flags.DEFINE_string("out", "", "Results JSON ('' : do not write).")
 _PLOTS = flags.DEFINE_string("plots", "", "Directory for bench_*.png plots ('' : none).")
+_FROM_JSON = flags.DEFINE_string("from_json", "", "Run nothing; plot and tabulate this file.")
+_PLOT_SUFFIX = flags.DEFINE_string("plot_suffix", "", "Appended to the plot file names.")
 _MARKDOWN = flags.DEFINE_string("markdown", "", "Write the result tables as Markdown here.")
 _ROUNDS = flags.DEFINE_integer("rounds", 7, "Interleaved rounds per comparison.")
 _ROUND_S = flags.DEFINE_float("round_s", 0.25, "Target seconds per candidate per round.")
@@ -1070,8 +1072,8 @@ def markdown(results: Mapping[str, Any]) -> str:
   return "\n".join(lines)
 
 
-def plot(results: Mapping[str, Any], outdir: str) -> list[str]:
-  """bench_optimizers.png, bench_ops.png, bench_train.png, bench_scaling.png (those with data)."""
+def plot(results: Mapping[str, Any], outdir: str, suffix: str = "") -> list[str]:
+  """bench_optimizers, bench_ops, bench_train, bench_scaling ``{suffix}.png`` (those with data)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -1080,7 +1082,7 @@ def plot(results: Mapping[str, Any], outdir: str) -> list[str]:
   written = []
 
   def save(fig, name):
-    path = os.path.join(outdir, name)
+    path = os.path.join(outdir, name.replace(".png", f"{suffix}.png"))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -1229,13 +1231,18 @@ def main(argv):
     print("SCALING_RESULT " + json.dumps(scaling_worker(**json.loads(_WORKER_ARGS.value))),
           flush=True)
     return
-  results = run_sections([s.strip() for s in _SECTIONS.value if s.strip()])
-  if _OUT.value:  # report everything in the file, this run's sections replacing old ones
+  if _FROM_JSON.value:  # report a saved run: plots and tables only
+    with open(_FROM_JSON.value) as f:
+      results = json.load(f)
+  else:
+    results = run_sections([s.strip() for s in _SECTIONS.value if s.strip()])
+  if _OUT.value and not _FROM_JSON.value:
+    # Report everything in the file, this run's sections replacing older ones.
     write_results(results, _OUT.value)
     with open(_OUT.value) as f:
       results = json.load(f)
   if _PLOTS.value:
-    print("plots:", plot(results, _PLOTS.value))
+    print("plots:", plot(results, _PLOTS.value, _PLOT_SUFFIX.value))
   text = markdown(results)
   if _MARKDOWN.value:
     with open(_MARKDOWN.value, "w") as f:

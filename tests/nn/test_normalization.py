@@ -100,6 +100,7 @@ def _pmapped_step(module):
                   axis_name="batch", in_axes=(None, 0, 0))
 
 
+@pytest.mark.multidevice
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("counts", [(6, 6, 6, 6), (6, 3, 1, 5)])
 def test_pmap_batch_norm_equals_global_batch(counts):
@@ -126,6 +127,7 @@ def test_pmap_batch_norm_equals_global_batch(counts):
     assert np.abs(mean_of_means - real.mean(0)).max() > 0.1
 
 
+@pytest.mark.multidevice
 @pytest.mark.timeout(120)
 def test_jit_with_sharded_batch_is_global_without_axis_name():
   mesh = Mesh(np.array(jax.devices()[:4]), ("batch",))

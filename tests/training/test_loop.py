@@ -137,6 +137,7 @@ def test_optimizer_kwargs_are_passed_through():
   np.testing.assert_allclose(u["w"], ref_u["w"], rtol=1e-6)
 
 
+@pytest.mark.multidevice
 @pytest.mark.timeout(120)
 def test_pmap_and_jit_loops_agree_on_four_devices(tmp_path):
   """The whole loop, data pipeline included, gives the same records under jit and pmap."""

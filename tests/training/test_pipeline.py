@@ -49,6 +49,7 @@ def test_batch_larger_than_dataset():
     pipeline.steps_per_epoch(N, 200)
 
 
+@pytest.mark.multidevice
 @pytest.mark.timeout(120)
 def test_jit_batches_are_gathered_and_sharded_over_the_mesh():
   x, y = _data()

@@ -64,6 +64,7 @@ def _run(mode, devices, num_steps=3, tx=None):
   return jax.device_get(par.get(state)), np.array(losses)
 
 
+@pytest.mark.multidevice
 @pytest.mark.timeout(120)
 def test_one_device_jit_four_devices_jit_and_pmap_agree():
   assert jax.device_count() == 4
