@@ -6,6 +6,7 @@ accuracy for this recipe. Every field can be overridden: ``--config.optimizer.na
 
 import ml_collections
 
+from flaxopt.training import diagnostics
 from flaxopt.training import early_stopping
 
 
@@ -58,6 +59,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.augment = augment_config()
 
   config.early_stopping = early_stopping.default_config()  # disabled
+  config.diagnostics = diagnostics.default_config()  # every=0: off; see training/diagnostics.py
 
   config.init = ml_collections.ConfigDict()
   config.init.pretrain = "none"  # none | rbm (MLP hidden layers)

@@ -95,7 +95,8 @@ _E2E_TORCH_THREADS = flags.DEFINE_integer(
 _OPS_ROUNDS = flags.DEFINE_integer("ops_rounds", 5, "Interleaved rounds per op comparison.")
 _SCALING_DEVICES = flags.DEFINE_list("scaling_devices", ["1", "2", "4"], "Forced CPU devices.")
 _SCALING_STEPS = flags.DEFINE_integer("scaling_steps", 300, "Timed steps per scaling worker.")
-_SCALING_TIMEOUT = flags.DEFINE_integer("scaling_timeout", 120, "Seconds before a worker is killed.")
+_SCALING_TIMEOUT = flags.DEFINE_integer("scaling_timeout", 120,
+                                        "Seconds before a scaling worker is killed.")
 _TORCH = flags.DEFINE_bool("torch", True, "Run the PyTorch comparisons (if torch imports).")
 _TORCH_1THREAD = flags.DEFINE_bool(
     "torch_1thread", True, "Also time PyTorch with 1 thread (see _torch_thread_variants).")
@@ -329,11 +330,13 @@ def _update_step(tx: optax.GradientTransformation) -> Callable[..., Any]:
 
 
 def optimizer_runner(tx: optax.GradientTransformation, params: Any, grads: Any) -> Runner:
+  """``run(n)``: n jitted ``update + apply_updates`` steps of ``tx`` with a fixed gradient."""
   params = jax.tree.map(jnp.copy, params)  # donated: each runner owns its copy
   return stateful_runner(_update_step(tx), (params, tx.init(params)), grads)
 
 
 def flaxopt_optimizer(name: str) -> optax.GradientTransformation:
+  """``registry.get('optimizer', name, learning_rate=1e-3)`` with OPTAX_EQUIVALENTS' kwargs."""
   kwargs = OPTAX_EQUIVALENTS[name][0] if name in OPTAX_EQUIVALENTS else {}
   return registry.get("optimizer", name, learning_rate=LEARNING_RATE, **kwargs)
 
@@ -943,6 +946,7 @@ def bench_scaling(devices: Sequence[int], steps: int, timeout: int,
 
 
 def metadata() -> dict:
+  """Device kind, library versions, time and load: the ``meta`` entry of the results."""
   import flax  # pylint: disable=g-import-not-at-top
   dev = jax.devices()[0]
   meta = {"device_kind": dev.device_kind, "platform": dev.platform,

@@ -540,6 +540,13 @@ def _line_label(s: Setting) -> str:
   return v if k == "variant" else f"{k.split('.')[-1]}={v}"
 
 
+def _color_cycle(ax, num_lines: int) -> None:
+  """Distinct colors for more than 10 lines (matplotlib's default cycle repeats after 10)."""
+  if num_lines > 10:
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+    ax.set_prop_cycle(color=plt.get_cmap("tab20")(np.arange(num_lines) % 20))
+
+
 def plot_curves(settings: Sequence[Setting], histories: Mapping[str, Sequence[Sequence[dict]]],
                 path: str, title: str = "") -> None:
   """Test accuracy and train loss against steps: mean over seeds, min-max band."""
@@ -550,6 +557,8 @@ def plot_curves(settings: Sequence[Setting], histories: Mapping[str, Sequence[Se
   fig, axes = plt.subplots(2, len(panels), figsize=(max(6.5, 5 * len(panels)), 7),
                            squeeze=False)
   for col, (panel, members) in enumerate(panels.items()):
+    for ax in axes[:, col]:
+      _color_cycle(ax, len(members))
     for s in members:
       runs = [h for h in histories[s.key] if h]
       if not runs:
@@ -590,6 +599,7 @@ def plot_lr(settings: Sequence[Setting], tuning: Mapping[str, Mapping[float, Seq
                            squeeze=False)
   for col, (panel, members) in enumerate(panels.items()):
     ax = axes[0, col]
+    _color_cycle(ax, len(members))
     for s in members:
       lrs = sorted(tuning[s.key])
       means = [float(np.mean(tuning[s.key][lr])) if tuning[s.key][lr] else np.nan

@@ -30,7 +30,7 @@ LEARNING_RATE = 2e-3
 MIN_GAP = 0.03  # BN's drop minus GN's drop (accuracy, batch 32 -> 2)
 # fast -> (epochs, evaluations per run, seeds, model overrides)
 SIZES = {
-    False: (10, 5, (0,), {}),
+    False: (30, 6, (0,), {}),
     True: (1, 1, (0,), {"model.channels": 5, "dataset.num_train": 400}),
 }
 NUM_TRAIN = 4000  # MNIST-1D's training split

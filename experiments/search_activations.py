@@ -17,8 +17,8 @@ Stage 2 re-trains the ``--top_k`` best plus the references ReLU ``max(x, 0)`` an
 ``x * sigmoid(x)`` for ``--final_steps`` steps with ``--final_seeds`` seeds (different from
 stage 1's), ranks by validation accuracy and reports test accuracy alongside.
 
-  python -m experiments.search_activations [--space=small] [--steps=800] [--top_k=8] \
-      [--final_steps=2000] [--final_seeds=3] [--out_dir=/tmp/actsearch] \
+  python -m experiments.search_activations [--space=small] [--steps=400] [--seeds=2] [--top_k=8] \
+      [--final_steps=1000] [--final_seeds=4] [--out_dir=/tmp/actsearch] \
       [--markdown=docs/readme/activation_search_table.md] \
       [--plot=docs/images/search_activations.png]
 
@@ -47,6 +47,7 @@ Params = list[tuple[Array, Array]]
 
 RELU, SWISH = "max(x, 0)", "x * sigmoid(x)"
 REFERENCES = (RELU, SWISH)
+CANDIDATE_BUCKET = 8
 
 
 # ---------------------------------------------------------------------------------------
@@ -127,8 +128,12 @@ def train_candidates(candidates: Sequence[S.Candidate], data: dict[str, Array], 
     raise ValueError(f"need steps >= 1, seeds and candidates; got steps={steps}, "
                      f"seeds={seeds}, {len(candidates)} candidates")
   unary, binary = tuple(unary), tuple(binary)
-  indices = jnp.asarray([(unary.index(c.unary1), unary.index(c.unary2), binary.index(c.binary))
-                         for c in candidates], jnp.int32)
+  indices = [(unary.index(c.unary1), unary.index(c.unary2), binary.index(c.binary))
+             for c in candidates]
+  # Pad the candidate axis to a multiple of CANDIDATE_BUCKET (repeating the first candidate,
+  # results dropped) so that searches of similar size reuse one compiled program.
+  padded = -(-len(indices) // CANDIDATE_BUCKET) * CANDIDATE_BUCKET
+  indices = jnp.asarray(indices + indices[:1] * (padded - len(indices)), jnp.int32)
   n, d = data["x_train"].shape
   sizes = (d, *hidden, 10)
   params = [init_mlp(jax.random.key(s), sizes) for s in seeds]
@@ -141,7 +146,7 @@ def train_candidates(candidates: Sequence[S.Candidate], data: dict[str, Array], 
     batches.append(order[:steps * batch_size].reshape(steps, batch_size))
   out = _train_all(params, indices, jnp.asarray(np.stack(batches), jnp.int32), data,
                    unary=unary, binary=binary, learning_rate=learning_rate)
-  return {k: np.asarray(v, np.float64) for k, v in out.items()}
+  return {k: np.asarray(v, np.float64)[:, :len(candidates)] for k, v in out.items()}
 
 
 # ---------------------------------------------------------------------------------------
@@ -151,7 +156,7 @@ def rank_rows(candidates: Sequence[S.Candidate], metrics: dict[str, np.ndarray]
               ) -> list[dict[str, Any]]:
   """One row per candidate, sorted by mean validation accuracy (diverged last), ranks from 1."""
   rows = []
-  for c, i in zip(candidates, range(len(candidates))):
+  for i, c in enumerate(candidates):
     diverged = bool(not np.all(np.isfinite(metrics["train_loss"][:, i])))
     val, test = metrics["val_acc"][:, i], metrics["test_acc"][:, i]
     rows.append({
@@ -193,7 +198,7 @@ def plot_shapes(rows: Sequence[dict[str, Any]], stage1: Sequence[dict[str, Any]]
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   x = np.linspace(-4.0, 4.0, 401, dtype=np.float32)
   fig, (ax_f, ax_s) = plt.subplots(1, 2, figsize=(11, 4))
-  shown = [r for r in rows[:num]] + [r for r in rows[num:] if r["name"] in REFERENCES]
+  shown = list(rows[:num]) + [r for r in rows[num:] if r["name"] in REFERENCES]
   for r in shown:
     fn = S.core_unit(*r["ops"])
     style = "--" if r["name"] in REFERENCES and r["rank"] > num else "-"
@@ -221,8 +226,8 @@ def plot_shapes(rows: Sequence[dict[str, Any]], stage1: Sequence[dict[str, Any]]
 # ---------------------------------------------------------------------------------------
 # The search.
 # ---------------------------------------------------------------------------------------
-def run(*, space: str = "small", steps: int = 800, seeds: int = 1, top_k: int = 8,
-        final_steps: int = 2000, final_seeds: int = 3, batch_size: int = 100,
+def run(*, space: str = "small", steps: int = 400, seeds: int = 2, top_k: int = 8,
+        final_steps: int = 1000, final_seeds: int = 4, batch_size: int = 100,
         learning_rate: float = 3e-3, hidden: Sequence[int] = (100, 100),
         num_candidates: Optional[int] = None, data: Optional[dict[str, Array]] = None,
         plot_path: Optional[str] = None) -> dict[str, Any]:
@@ -333,11 +338,11 @@ if __name__ == "__main__":
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
   flags.DEFINE_enum("space", "small", list(S.SPACES), "Search space (activation_search.SPACES).")
-  flags.DEFINE_integer("steps", 800, "Stage-1 training steps per candidate.")
-  flags.DEFINE_integer("seeds", 1, "Stage-1 seeds per candidate.")
+  flags.DEFINE_integer("steps", 400, "Stage-1 training steps per candidate.")
+  flags.DEFINE_integer("seeds", 2, "Stage-1 seeds per candidate.")
   flags.DEFINE_integer("top_k", 8, "Candidates re-evaluated in stage 2 (plus ReLU, Swish).")
-  flags.DEFINE_integer("final_steps", 2000, "Stage-2 training steps.")
-  flags.DEFINE_integer("final_seeds", 3, "Stage-2 seeds.")
+  flags.DEFINE_integer("final_steps", 1000, "Stage-2 training steps.")
+  flags.DEFINE_integer("final_seeds", 4, "Stage-2 seeds.")
   flags.DEFINE_integer("batch_size", 100, "Batch size.")
   flags.DEFINE_float("learning_rate", 3e-3, "Adam learning rate.")
   flags.DEFINE_string("out_dir", "/tmp/actsearch", "Folder for results.json and table.md.")

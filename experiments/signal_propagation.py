@@ -1,8 +1,8 @@
 """Signal propagation through deep MLPs: per-layer statistics of activations and gradients.
 
 Shared by the reproductions of Glorot & Bengio 2010, He et al. 2015 and Klambauer et al. 2017.
-Small pure functions (numpy / jnp); a later diagnostics feature may move ``layer_stats`` into
-the package.
+Small pure functions (numpy / jnp); ``layer_stats`` lives in ``flaxopt.training.diagnostics``
+(the per-layer training diagnostics) and is re-exported here.
 
 The deep MLP here is plain jnp so that 100 layers compile quickly: the equal-width hidden
 layers are stacked and run with ``lax.scan``::
@@ -23,44 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from flaxopt.training.diagnostics import layer_stats  # pylint: disable=unused-import
+
 Array = jax.Array
 Params = dict[str, Array]
-
-
-def layer_stats(values: Sequence[Any] | Any, *, saturation: Optional[float] = None,
-                percentiles: Sequence[float] = (1.0, 50.0, 99.0)) -> list[dict[str, float]]:
-  """Per-layer statistics of activations or gradients.
-
-  Args:
-    values: one array per layer, or one array whose leading axis indexes the layers.
-    saturation: if given, ``saturation_fraction`` is the fraction with ``|x| >= saturation``
-      (e.g. 0.99 for tanh units near +-1); otherwise it is NaN.
-    percentiles: percentiles (0-100) to report, as keys ``p<q>`` (``p50`` for the median).
-
-  Returns:
-    One dict per layer with ``mean``, ``std``, ``var``, ``second_moment`` (mean of x^2),
-    ``zero_fraction`` (exact zeros: dead ReLUs), ``saturation_fraction`` and the percentiles,
-    all Python floats computed in float64.
-  """
-  if hasattr(values, "shape"):  # One stacked array: to numpy once, not a slice per layer.
-    values = np.asarray(values, dtype=np.float64)
-  stats = []
-  for layer in values:
-    a = np.asarray(layer, dtype=np.float64).ravel()
-    row = {
-        "mean": float(a.mean()),
-        "std": float(a.std()),
-        "var": float(a.var()),
-        "second_moment": float(np.mean(a * a)),
-        "zero_fraction": float(np.mean(a == 0.0)),
-        "saturation_fraction": (float(np.mean(np.abs(a) >= saturation))
-                                if saturation is not None else float("nan")),
-    }
-    if percentiles:
-      for q, value in zip(percentiles, np.percentile(a, list(percentiles))):
-        row[f"p{q:g}"] = float(value)
-    stats.append(row)
-  return stats
 
 
 def init_deep_mlp(key: Array, in_dim: int, width: int, depth: int, out_dim: int,

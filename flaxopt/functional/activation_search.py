@@ -136,16 +136,17 @@ def _check(table: Mapping[str, object], names: Sequence[str], kind: str) -> None
     raise ValueError(f"Unknown {kind} op(s) {unknown}; valid: {', '.join(table)}")
 
 
-# (binary, which operand is the neutral constant) -> the operand the unit reduces to.
-_NEUTRAL = {("add", "zero"): None, ("sub", "zero"): 0, ("mul", "one"): None}
+# (binary, constant) pairs with b(u, constant) == u, and with b(constant, u) == u.
+_NEUTRAL_RIGHT = {("add", "zero"), ("sub", "zero"), ("mul", "one")}
+_NEUTRAL_LEFT = {("add", "zero"), ("mul", "one")}
 _TRIVIAL_UNARY = ("x", "zero", "one")
 
 
 def _reduces_to(unary1: str, unary2: str, binary: str) -> Optional[int]:
   """0 / 1 when ``b(u1, u2)`` is just ``u1`` / ``u2`` (``u + 0``, ``u * 1``), else None."""
-  if (binary, unary2) in _NEUTRAL:
+  if (binary, unary2) in _NEUTRAL_RIGHT:
     return 0
-  if (binary, unary1) in _NEUTRAL and _NEUTRAL[(binary, unary1)] is None:
+  if (binary, unary1) in _NEUTRAL_LEFT:
     return 1
   return None
 
@@ -221,29 +222,40 @@ def apply_core_unit(x: Array, index: Array, unary: Sequence[str],
   return lax.switch(index[2], binary_fns, u1, u2).astype(x.dtype)
 
 
+_PROBE_CHUNK = 8192
+
+
 def _probe_space(unary: Sequence[str], binary: Sequence[str],
                  grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """Values and derivatives of every ``b(u1(x), u2(x))`` on ``grid``, float32.
 
-  Returns two arrays of shape ``(len(unary), len(unary), len(binary), len(grid))``; the
-  derivative is the chain rule ``db/da u1' + db/db u2'``, as reverse-mode autodiff of the
-  composed function computes it (so ``0 * inf`` gives NaN there too).
+  Returns two arrays of shape ``(len(unary), len(unary), len(binary), len(grid))``. The
+  derivative is forward-mode (``jax.jvp``) through ``u1``, ``u2`` and ``b`` on all pairs at
+  once: ``db/da u1' + db/db u2'``, the same products reverse mode forms (so ``0 * inf`` is NaN
+  here exactly when it is in training).
   """
   x = jnp.asarray(grid, jnp.float32)
-  u = jnp.stack([UNARY[n][1](x) for n in unary])  # (U, G)
-  du = jnp.stack([jax.vmap(jax.grad(UNARY[n][1]))(x) for n in unary])
-  a, b = jnp.broadcast_arrays(u[:, None], u[None, :])  # (U, U, G)
-  da, db = jnp.broadcast_arrays(du[:, None], du[None, :])
+  ones = jnp.ones_like(x)
+  unary_out = [jax.jvp(UNARY[n][1], (x,), (ones,)) for n in unary]
+  u = jnp.stack([v for v, _ in unary_out])  # (U, G)
+  du = jnp.stack([d for _, d in unary_out])
+  shape = (len(unary), len(unary), x.shape[0])
+  # All (u1, u2) pairs, flattened and padded to whole chunks: every space reuses the same
+  # compiled shapes (eager op dispatch caches by shape).
+  size = int(np.prod(shape))
+  padded = -(-size // _PROBE_CHUNK) * _PROBE_CHUNK
+  flat = lambda t: jnp.pad(jnp.broadcast_to(t, shape).reshape(-1), (0, padded - size))
+  a, b = flat(u[:, None]), flat(u[None, :])
+  da, db = flat(du[:, None]), flat(du[None, :])
   values, grads = [], []
   for name in binary:
-    fn = BINARY[name][1]
-    flat = lambda p, q, fn=fn: fn(p, q)
-    partial = jax.vmap(jax.grad(flat, argnums=(0, 1)))
-    pa, pb = partial(a.reshape(-1), b.reshape(-1))
-    values.append(fn(a, b))
-    grads.append(pa.reshape(a.shape) * da + pb.reshape(b.shape) * db)
-  return (np.asarray(jnp.stack(values, axis=2), np.float64),
-          np.asarray(jnp.stack(grads, axis=2), np.float64))
+    parts = [jax.jvp(BINARY[name][1], (a[i:i + _PROBE_CHUNK], b[i:i + _PROBE_CHUNK]),
+                     (da[i:i + _PROBE_CHUNK], db[i:i + _PROBE_CHUNK]))
+             for i in range(0, padded, _PROBE_CHUNK)]
+    values.append(np.concatenate([np.asarray(v) for v, _ in parts])[:size].reshape(shape))
+    grads.append(np.concatenate([np.asarray(d) for _, d in parts])[:size].reshape(shape))
+  return (np.stack(values, axis=2).astype(np.float64),
+          np.stack(grads, axis=2).astype(np.float64))
 
 
 def _is_affine(values: np.ndarray, grid: np.ndarray, tol: float) -> bool:
@@ -255,9 +267,10 @@ def _is_affine(values: np.ndarray, grid: np.ndarray, tol: float) -> bool:
 
 
 def _normalize(values: np.ndarray) -> np.ndarray:
-  """``values`` centred and scaled to unit Euclidean norm (non-constant input)."""
+  """``values`` centred and scaled to unit Euclidean norm (a constant gives zeros)."""
   centred = values - values.mean()
-  return centred / np.linalg.norm(centred)
+  norm = np.linalg.norm(centred)
+  return centred / norm if norm > 0 else centred
 
 
 def _matches_any(values: np.ndarray, kept: np.ndarray, rtol: float, atol: float,

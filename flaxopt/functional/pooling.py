@@ -22,6 +22,8 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
+from flaxopt.functional.normalization import _static  # pylint: disable=protected-access
+
 Array = jax.Array
 Window = Union[int, Sequence[int]]
 
@@ -35,14 +37,6 @@ __all__ = [
 ]
 
 _PADDINGS = ("SAME", "VALID")
-
-
-def _static(value) -> Optional[np.ndarray]:
-  try:
-    return np.asarray(value)
-  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError,
-          TypeError):
-    return None
 
 
 def _as_tuple(name: str, value: Window, num_spatial: int) -> tuple[int, ...]:

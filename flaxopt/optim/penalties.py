@@ -94,6 +94,12 @@ def add_l2(weight: float, mask: Optional[Mask] = None) -> optax.GradientTransfor
     >>> tx = optax.chain(add_l2(1e-4), optax.sgd(0.1))
   """
   _check_weight(weight)
+  return _maybe_mask(_add_penalty_gradient(weight, lambda w: w), mask)
+
+
+def _add_penalty_gradient(weight: float, direction: Callable[[Any], Any]
+                          ) -> optax.GradientTransformation:
+  """Stateless ``g <- g + weight * direction(w)`` (needs ``params``)."""
 
   def init_fn(params):
     del params
@@ -102,27 +108,15 @@ def add_l2(weight: float, mask: Optional[Mask] = None) -> optax.GradientTransfor
   def update_fn(updates, state, params=None):
     if params is None:
       raise ValueError(optax._src.base.NO_PARAMS_MSG)  # pylint: disable=protected-access
-    new = _map(lambda g, w: g + jnp.asarray(weight, g.dtype) * w.astype(g.dtype),
-               updates, params)
-    return new, state
-
-  return _maybe_mask(optax.GradientTransformation(init_fn, update_fn), mask)
-
-
-def _add_l1_subgradient(weight: float) -> optax.GradientTransformation:
-
-  def init_fn(params):
-    del params
-    return optax.EmptyState()
-
-  def update_fn(updates, state, params=None):
-    if params is None:
-      raise ValueError(optax._src.base.NO_PARAMS_MSG)  # pylint: disable=protected-access
-    new = _map(lambda g, w: g + jnp.asarray(weight, g.dtype) * jnp.sign(w).astype(g.dtype),
+    new = _map(lambda g, w: g + jnp.asarray(weight, g.dtype) * direction(w).astype(g.dtype),
                updates, params)
     return new, state
 
   return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _add_l1_subgradient(weight: float) -> optax.GradientTransformation:
+  return _add_penalty_gradient(weight, jnp.sign)
 
 
 def add_l1(weight: float, mask: Optional[Mask] = None, proximal: bool = False,

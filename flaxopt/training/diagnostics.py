@@ -181,8 +181,19 @@ def compute_diagnostics(model: Any, params: Any, batch_stats: Any, x: jax.Array,
 # ---------------------------------------------------------------------------------------
 # Loop integration: JSON lines and the plot.
 # ---------------------------------------------------------------------------------------
+def _to_host(a: Any) -> np.ndarray:
+  """A numpy copy; of an array sharded over processes, this process's rows only."""
+  if isinstance(a, jax.Array) and jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+    return jax.random.wrap_key_data(_to_host(jax.random.key_data(a)),
+                                    impl=jax.random.key_impl(a))
+  if isinstance(a, jax.Array) and not (a.is_fully_addressable or a.is_fully_replicated):
+    shards = sorted(a.addressable_shards, key=lambda s: s.index[0].start or 0)
+    return np.concatenate([np.asarray(s.data) for s in shards if s.replica_id == 0])
+  return np.asarray(jax.device_get(a))
+
+
 def _host_batch(batch: Mapping[str, Any], pmapped: bool) -> tuple[np.ndarray, np.ndarray]:
-  x, y = np.asarray(jax.device_get(batch["x"])), np.asarray(jax.device_get(batch["y"]))
+  x, y = _to_host(batch["x"]), _to_host(batch["y"])
   if pmapped:  # (devices, per_device, ...) -> (batch, ...)
     x, y = x.reshape((-1,) + x.shape[2:]), y.reshape(-1)
   return x, y
@@ -198,7 +209,8 @@ def maybe_log_diagnostics(config: ml_collections.ConfigDict, state: Any,
   loop's ``Parallel``, whose ``get`` drops pmap's device axis) and the batch to the host,
   runs ``compute_diagnostics`` on one device, appends the record to
   ``<workdir>/diagnostics.jsonl`` (process 0), redraws ``diagnostics.png`` at the last
-  logged step (``step + every > num_train_steps``) and returns the record.
+  logged step (``step + every > num_train_steps``) and returns the record. In a
+  multi-process run each process computes on its own rows of the batch; process 0 writes.
   """
   diag = config.get("diagnostics")
   every = int(diag.get("every", 0) or 0) if diag is not None else 0
@@ -207,13 +219,15 @@ def maybe_log_diagnostics(config: ml_collections.ConfigDict, state: Any,
   if not every or step % every:
     return None
   pmapped = par is not None and getattr(par, "mode", "jit") == "pmap"
-  host = jax.device_get(par.get(state) if par is not None else state)
+  state = par.get(state) if par is not None else state
+  params, batch_stats, rng, state_step = jax.tree.map(
+      _to_host, (state.params, state.batch_stats, state.rng, state.step))
   x, y = _host_batch(batch, pmapped)
   from flaxopt.training import steps as steps_lib  # pylint: disable=g-import-not-at-top
-  rngs = {k: v for k, v in steps_lib.step_rngs(host.rng, host.step).items()
+  rngs = {k: v for k, v in steps_lib.step_rngs(rng, state_step).items()
           if k in steps_lib.RNG_STREAMS}
   saturation = diag.get("saturation", 0.99)
-  out = compute_diagnostics(model, host.params, host.batch_stats, x, y, rngs,
+  out = compute_diagnostics(model, params, batch_stats, x, y, rngs,
                             num_classes=int(num_classes),
                             saturation=None if saturation is None else float(saturation))
   from flaxopt.training import metrics as metrics_lib  # pylint: disable=g-import-not-at-top

@@ -37,6 +37,7 @@ from absl import logging
 from flaxopt import registry
 from flaxopt.data import pipeline as pipeline_lib
 from flaxopt.training import checkpoint as checkpoint_lib
+from flaxopt.training import diagnostics as diagnostics_lib
 from flaxopt.training import early_stopping as es_lib
 from flaxopt.training import metrics as metrics_lib
 from flaxopt.training import plots
@@ -306,7 +307,11 @@ def _train(config, workdir: str, setup: dict, t_start: float) -> dict:
   restored = None  # evaluation of the restored best parameters (early stopping)
   if status == "running":
     for step in range(start + 1, num_steps + 1):
-      state, sums = train_fn(state, pipe.batch(step - 1), sums)
+      batch = pipe.batch(step - 1)
+      state, sums = train_fn(state, batch, sums)
+      diagnostics_lib.maybe_log_diagnostics(config, state, batch, step, workdir,
+                                            model=setup["model"], num_classes=ds.num_classes,
+                                            par=par)
       if step == start + 1:
         jax.block_until_ready(sums)
         compile_time = time.time() - t_train
