@@ -12,10 +12,14 @@ default (``drop_last=False``); we drop it so shapes are static under jit and the
 step ``k`` depends on ``(seed, k)`` only, which makes resuming at step ``k`` replay exactly
 the batches of an uninterrupted run.
 
-The training arrays are copied to the devices once (replicated on every device); each step
-sends only ``batch_size`` int32 indices and gathers the batch on device, already sharded
-across the devices of a 1-D ``'data'`` mesh (``parallel='jit'``) or laid out as
-``(devices, batch_size // devices, ...)`` for ``jax.pmap`` (``parallel='pmap'``).
+The training arrays are copied to the devices once (replicated on every device). For
+``parallel='jit'`` the batches of ``prefetch`` consecutive steps are gathered on device by one
+compiled call (one host->device copy of their int32 indices, one dispatch), each batch already
+sharded across the devices of a 1-D ``'data'`` mesh; a step then only looks its batch up, so the
+pipeline adds no dispatch of its own to the train step (per-step gathering cost 25-35% of a
+MNIST-1D step, measured by ``experiments/benchmark.py --sections=step_overhead``). For
+``parallel='pmap'`` each step sends its indices and gathers a ``(devices, batch_size // devices,
+...)`` batch.
 With several processes (multi-host) every process holds the whole training set and
 computes the same global indices; each device gathers its own slice.
 """
@@ -118,10 +122,12 @@ class Pipeline:
     parallel: ``'jit'`` (batch sharded over the mesh's ``'data'`` axis) or ``'pmap'``
       (batch reshaped to ``(local_devices, per_device, ...)``; single process only).
     mesh: the mesh for ``'jit'`` (default: all devices).
+    prefetch: ``'jit'`` only: batches gathered per compiled call (steps ``[c * prefetch,
+      (c + 1) * prefetch)`` for chunk ``c``; the batches themselves do not depend on it).
   """
 
   def __init__(self, x: np.ndarray, y: np.ndarray, *, batch_size: int, seed: int,
-               parallel: str = "jit", mesh: Optional[Mesh] = None):
+               parallel: str = "jit", mesh: Optional[Mesh] = None, prefetch: int = 50):
     if parallel not in PARALLEL_MODES:
       raise ValueError(f"Unknown parallel mode {parallel!r}; valid: {', '.join(PARALLEL_MODES)}")
     if len(x) != len(y):
@@ -138,7 +144,12 @@ class Pipeline:
       replicated = NamedSharding(self.mesh, P())
       self.index_sharding = NamedSharding(self.mesh, P(DATA_AXIS))
       self._data = (_put(x, replicated), _put(y, replicated))
-      self._gather = jax.jit(_gather, out_shardings=self.index_sharding)
+      if prefetch <= 0:
+        raise ValueError(f"prefetch must be positive, got {prefetch}")
+      self.prefetch = int(prefetch)
+      self._replicated = replicated
+      self._gather = jax.jit(_gather_steps, out_shardings=self.index_sharding)
+      self._chunk: tuple[int, Any] = (-1, None)
     else:
       if jax.process_count() > 1:
         raise ValueError("parallel='pmap' runs on one process; use parallel='jit' for multi-host")
@@ -156,12 +167,17 @@ class Pipeline:
 
   def batch(self, step: int) -> Mapping[str, jax.Array]:
     """The batch of global step ``step``, gathered on device and laid out for ``parallel``."""
-    idx = self.indices(step)
     if self.parallel == "jit":
-      idx = _put(idx, self.index_sharding)
-    else:
-      idx = pmap_put(idx.reshape(self.num_devices, self.per_device), self._devices,
-                     replicate=False)
+      chunk, offset = divmod(int(step), self.prefetch)
+      if self._chunk[0] != chunk:
+        first = chunk * self.prefetch
+        idx = np.stack([self.indices(k) for k in range(first, first + self.prefetch)])
+        self._chunk = (chunk, self._gather(*self._data, _put(idx, self._replicated)))
+      xs, ys = self._chunk[1]
+      return {"x": xs[offset], "y": ys[offset]}
+    idx = self.indices(step)
+    idx = pmap_put(idx.reshape(self.num_devices, self.per_device), self._devices,
+                   replicate=False)
     x, y = self._gather(*self._data, idx)
     return {"x": x, "y": y}
 
@@ -173,6 +189,13 @@ class Pipeline:
 
 def _gather(x: jax.Array, y: jax.Array, idx: jax.Array) -> tuple[jax.Array, jax.Array]:
   return jnp.take(x, idx, axis=0), jnp.take(y, idx, axis=0)
+
+
+def _gather_steps(x: jax.Array, y: jax.Array, idx: jax.Array
+                  ) -> tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]]:
+  """``idx`` (steps, batch) -> one ``(x, y)`` batch per step, as separate arrays."""
+  xs, ys = _gather(x, y, idx)
+  return tuple(xs[k] for k in range(idx.shape[0])), tuple(ys[k] for k in range(idx.shape[0]))
 
 
 def shard_eval_set(x: np.ndarray, y: np.ndarray, *, chunk_size: int, parallel: str,
