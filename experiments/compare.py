@@ -51,6 +51,7 @@ import multiprocessing
 import os
 import re
 import sys
+import types
 import time
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
@@ -348,7 +349,9 @@ def execute(runs: Sequence[Run], jobs: int = 1, jax_cache_dir: str = "",
   """
   for r in runs:
     check_resumable(r)
-  todo = [r for r in runs if not r.done]
+  # Seed-major order: a setting's first seed compiles (into the persistent cache) while the
+  # other settings start, so its later seeds mostly load their programs from the cache.
+  todo = sorted((r for r in runs if not r.done), key=lambda r: r.seed)
   if len(runs) > len(todo):
     log(f"{len(runs) - len(todo)} of {len(runs)} runs already done (summary.json), skipped.")
   if not todo:
@@ -837,37 +840,46 @@ def run_study(study: ml_collections.ConfigDict, workdir: str, *, jobs: int = 1,
 # ---------------------------------------------------------------------------------------
 # Command line.
 # ---------------------------------------------------------------------------------------
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(_REPO, "configs", "default.py"),
-    "A study config (configs/studies/*.py) or a training config; override fields with "
-    "--config.<field>=<value>.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Root of the runs: <workdir>/<setting>/seed_<s>.")
-_AXES = flags.DEFINE_multi_string("axes", None,
-                                  "'field=v1,v2,...' (repeatable); replaces the study's axes.")
-_VARIANTS = flags.DEFINE_multi_string(
-    "variants", None, "'label: field=value; field=value' (repeatable); replaces the study's.")
-_SEEDS = flags.DEFINE_string("seeds", None, "'0,1,2' or 'a:b'; replaces the study's seeds.")
-_LR_GRID = flags.DEFINE_string("lr_grid", None, "'lo:hi:n' (log-spaced) or 'v1,v2'; '' none.")
-_JOBS = flags.DEFINE_integer("jobs", 1, "Runs at a time, each in its own process (1: in this "
-                             "process).")
-_NAME = flags.DEFINE_string("name", None, "Leaderboard / image name (default: the study's name "
-                            "or the workdir's basename).")
-_REPORT_DIR = flags.DEFINE_string("report_dir", None, "Where <name>.md/.csv go (default workdir).")
-_IMAGE_DIR = flags.DEFINE_string("image_dir", None, "Where the plots go (default report_dir).")
-_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Train nothing; report the runs present.")
-_DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the settings and runs, train nothing.")
-_JAX_CACHE = flags.DEFINE_string(
-    "jax_cache_dir", os.path.expanduser("~/.cache/flaxopt/jax_compilation_cache"),
-    "Persistent XLA compilation cache ('' disables).")
-flags.mark_flags_as_required(["workdir"])
+_F = types.SimpleNamespace()  # the flag holders, set by _define_flags()
+
+
+def _define_flags() -> None:
+  """Defines the command-line flags; called only when this module runs as a script.
+
+  Importing ``experiments.compare`` (tests do) defines no flags, so it can share a process
+  with ``experiments.train``, which defines ``--config`` and ``--workdir`` too.
+  """
+  _F.config = config_flags.DEFINE_config_file(
+      "config", os.path.join(_REPO, "configs", "default.py"),
+      "A study config (configs/studies/*.py) or a training config; override fields with "
+      "--config.<field>=<value>.", lock_config=True)
+  _F.workdir = flags.DEFINE_string("workdir", None, "Root of the runs: <workdir>/<setting>/seed_<s>.")
+  _F.axes = flags.DEFINE_multi_string("axes", None,
+                                    "'field=v1,v2,...' (repeatable); replaces the study's axes.")
+  _F.variants = flags.DEFINE_multi_string(
+      "variants", None, "'label: field=value; field=value' (repeatable); replaces the study's.")
+  _F.seeds = flags.DEFINE_string("seeds", None, "'0,1,2' or 'a:b'; replaces the study's seeds.")
+  _F.lr_grid = flags.DEFINE_string("lr_grid", None, "'lo:hi:n' (log-spaced) or 'v1,v2'; '' none.")
+  _F.jobs = flags.DEFINE_integer("jobs", 1, "Runs at a time, each in its own process (1: in this "
+                               "process).")
+  _F.name = flags.DEFINE_string("name", None, "Leaderboard / image name (default: the study's name "
+                              "or the workdir's basename).")
+  _F.report_dir = flags.DEFINE_string("report_dir", None, "Where <name>.md/.csv go (default workdir).")
+  _F.image_dir = flags.DEFINE_string("image_dir", None, "Where the plots go (default report_dir).")
+  _F.report_only = flags.DEFINE_bool("report_only", False, "Train nothing; report the runs present.")
+  _F.dry_run = flags.DEFINE_bool("dry_run", False, "List the settings and runs, train nothing.")
+  _F.jax_cache = flags.DEFINE_string(
+      "jax_cache_dir", os.path.expanduser("~/.cache/flaxopt/jax_compilation_cache"),
+      "Persistent XLA compilation cache ('' disables).")
+  flags.mark_flags_as_required(["workdir"])
 
 
 def _study_from_flags() -> ml_collections.ConfigDict:
-  study = as_study(_CONFIG.value)
-  for flag, field in ((_AXES, "axes"), (_VARIANTS, "variants")):
+  study = as_study(_F.config.value)
+  for flag, field in ((_F.axes, "axes"), (_F.variants, "variants")):
     if flag.value is not None:
       study[field] = tuple(flag.value)
-  for flag, field in ((_SEEDS, "seeds"), (_LR_GRID, "lr_grid")):
+  for flag, field in ((_F.seeds, "seeds"), (_F.lr_grid, "lr_grid")):
     if flag.value is not None:
       study[field] = flag.value
   return study
@@ -880,10 +892,10 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   try:
     study = _study_from_flags()
-    result = run_study(study, _WORKDIR.value, jobs=_JOBS.value, report_dir=_REPORT_DIR.value,
-                       image_dir=_IMAGE_DIR.value, name=_NAME.value,
-                       jax_cache_dir=_JAX_CACHE.value, report_only=_REPORT_ONLY.value,
-                       dry_run=_DRY_RUN.value)
+    result = run_study(study, _F.workdir.value, jobs=_F.jobs.value, report_dir=_F.report_dir.value,
+                       image_dir=_F.image_dir.value, name=_F.name.value,
+                       jax_cache_dir=_F.jax_cache.value, report_only=_F.report_only.value,
+                       dry_run=_F.dry_run.value)
   except ValueError as e:
     print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
     sys.exit(2)
@@ -895,4 +907,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

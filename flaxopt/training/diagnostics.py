@@ -219,6 +219,8 @@ def maybe_log_diagnostics(config: ml_collections.ConfigDict, state: Any,
   if not every or step % every:
     return None
   pmapped = par is not None and getattr(par, "mode", "jit") == "pmap"
+  if getattr(model, "axis_name", None) is not None:  # pmap BatchNorm: one device holds all
+    model = model.clone(axis_name=None)               # rows, so its statistics are global
   state = par.get(state) if par is not None else state
   params, batch_stats, rng, state_step = jax.tree.map(
       _to_host, (state.params, state.batch_stats, state.rng, state.step))

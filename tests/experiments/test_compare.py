@@ -29,8 +29,8 @@ def test_parse_value(text, expected):
 @pytest.mark.parametrize("spec, field, values", [
     ("optimizer.name=adam,nadam,sgd", "optimizer.name", ["adam", "nadam", "sgd"]),
     ("batch_size=2,8", "batch_size", [2, 8]),
-    ("augment.ops=|translate|translate,gaussian_noise", "augment.ops",
-     ["", "translate", "translate,gaussian_noise"]),
+    ("augment.ops=|random_translate|random_translate,gaussian_noise", "augment.ops",
+     ["", "random_translate", "random_translate,gaussian_noise"]),
     ("optimizer.learning_rate=1e-3", "optimizer.learning_rate", [1e-3]),
 ])
 def test_parse_axis(spec, field, values):
@@ -44,8 +44,9 @@ def test_parse_axis_rejects(spec):
 
 
 def test_parse_variant():
-  assert compare.parse_variant("aug: augment.ops=translate,gaussian_noise; model.dropout=0.1") \
-      == ("aug", [("augment.ops", "translate,gaussian_noise"), ("model.dropout", 0.1)])
+  spec = "aug: augment.ops=random_translate,gaussian_noise; model.dropout=0.1"
+  assert compare.parse_variant(spec) == (
+      "aug", [("augment.ops", "random_translate,gaussian_noise"), ("model.dropout", 0.1)])
   assert compare.parse_variant("base:") == ("base", [])
   for bad in ("no colon", "a=b: c=d", "x: model.dropout"):
     with pytest.raises(ValueError, match="Variant"):
@@ -90,7 +91,7 @@ def test_make_settings_is_the_product_variants_first():
   assert dict(settings[-1].overrides) == {"model.dropout": 0.1, "model.norm": "batch",
                                           "batch_size": 8}
   assert compare.make_settings([], [])[0].key == "base"
-  assert compare.make_settings(["augment.ops=|translate"], [])[0].key == "augment.ops=''"
+  assert compare.make_settings(["augment.ops=|random_translate"], [])[0].key == "augment.ops=''"
 
 
 @pytest.mark.parametrize("axes, variants, match", [
@@ -108,11 +109,11 @@ def test_apply_overrides():
   base.lock()
   config = compare.apply_overrides(base, [
       ("model.activation", "tanh"), ("optimizer.learning_rate", 1),
-      ("optimizer.momentum", 0.8), ("augment.translate.max_shift", 2), ("model.depth", 3)])
+      ("optimizer.momentum", 0.8), ("augment.random_translate.max_shift", 2), ("model.depth", 3)])
   assert (config.model.activation, config.optimizer.momentum, config.model.depth) == \
       ("tanh", 0.8, 3)
   assert config.optimizer.learning_rate == 1.0
-  assert config.augment.translate.max_shift == 2
+  assert config.augment.random_translate.max_shift == 2
   assert base.model.activation == "relu" and "momentum" not in base.optimizer  # a copy
   with pytest.raises(ValueError, match="'model.actvation'"):
     compare.apply_overrides(base, [("model.actvation", "tanh")])
@@ -238,14 +239,12 @@ def test_report_only_picks_the_best_validated_lr_and_plots_it(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------
-# A real sweep: 2 activations x 2 seeds of a tiny dense model, in 2 worker processes.
+# A real sweep: 2 activations x 2 seeds of a tiny dense model (in-process: 4 forced devices).
 # ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("sweep"))
-  cache = str(tmp_path_factory.mktemp("jax_cache"))
-  result = compare.run_study(_tiny_study(), workdir, jobs=2, jax_cache_dir=cache,
-                             log=lambda *_: None)
+  result = compare.run_study(_tiny_study(), workdir, jobs=1, log=lambda *_: None)
   return workdir, result
 
 
@@ -259,7 +258,7 @@ def test_sweep_runs_every_setting_and_seed_in_its_workdir(sweep):
     config = _read(os.path.join(r.workdir, "config.json"))
     assert (config["seed"], config["model"]["activation"]) == (r.seed, r.setting.labels[0][1])
     summary = _read(os.path.join(r.workdir, "summary.json"))
-    assert summary["status"] == "completed" and summary["num_devices"] == 1  # worker: 1 device
+    assert summary["status"] == "completed" and summary["num_devices"] == 4
 
 
 @pytest.mark.timeout(150)
@@ -292,21 +291,23 @@ def test_leaderboard_matches_the_runs(sweep):
 
 
 @pytest.mark.timeout(150)
-def test_resume_skips_finished_runs_and_reruns_missing_ones(sweep):
+def test_resume_skips_finished_runs_and_reruns_missing_ones_in_a_worker(sweep, tmp_path):
   workdir, first = sweep
   summaries = [os.path.join(r.workdir, "summary.json") for r in first.trained]
   mtimes = [os.path.getmtime(p) for p in summaries]
-  again = compare.run_study(_tiny_study(), workdir, jobs=2, log=lambda *_: None)
+  again = compare.run_study(_tiny_study(), workdir, jobs=1, log=lambda *_: None)
   assert again.trained == [] and again.rows == first.rows
   assert [os.path.getmtime(p) for p in summaries] == mtimes
-  # A run that lost its summary is run again (here in-process): the loop resumes from its
-  # final checkpoint, so its results are unchanged.
+  # A run that lost its summary is run again, here in a worker process (the --jobs path, one
+  # CPU device): the loop resumes from the final checkpoint, so the results are unchanged.
   lost = os.path.join(workdir, "model.activation=tanh", "seed_1")
   before = _read(os.path.join(lost, "summary.json"))["final"]
   os.remove(os.path.join(lost, "summary.json"))
-  third = compare.run_study(_tiny_study(), workdir, jobs=1, log=lambda *_: None)
+  third = compare.run_study(_tiny_study(), workdir, jobs=2, log=lambda *_: None,
+                            jax_cache_dir=str(tmp_path / "jax_cache"))
   assert [r.workdir for r in third.trained] == [lost]
-  assert _read(os.path.join(lost, "summary.json"))["final"] == before
+  after = _read(os.path.join(lost, "summary.json"))
+  assert after["final"] == before and after["num_devices"] == 1
   # A finished run of another config in the same workdir is an error, not a skip.
   changed = _tiny_study()
   changed.base.num_train_steps = 12
