@@ -145,9 +145,17 @@ def test_pmap_and_jit_loops_agree_on_four_devices(tmp_path):
   for mode in ("jit", "pmap"):
     workdir = str(tmp_path / mode)
     summary = loop.train_and_evaluate(
-        _config(parallel=mode, num_train_steps=20, eval_every=10, checkpoint_every=0), workdir)
+        _config(parallel=mode, num_train_steps=20, eval_every=10, checkpoint_every=0,
+                **{"diagnostics.every": 10}), workdir)
     assert summary["status"] == "completed" and summary["num_devices"] == 4
     records[mode] = _read(workdir, "metrics.jsonl")
+    records[mode + "_diag"] = _read(workdir, "diagnostics.jsonl")
   for key in ("train_loss", "test_loss", "test_accuracy"):
     np.testing.assert_allclose([r[key] for r in records["pmap"]],
                                [r[key] for r in records["jit"]], rtol=1e-5, err_msg=key)
+  # Per-layer diagnostics are written in both modes, at the same steps, with the same numbers.
+  assert [r["step"] for r in records["jit_diag"]] == [10, 20]
+  assert [r["step"] for r in records["pmap_diag"]] == [10, 20]
+  np.testing.assert_allclose(
+      np.asarray(jax.tree.leaves([r for r in records["pmap_diag"]]), dtype=float),
+      np.asarray(jax.tree.leaves([r for r in records["jit_diag"]]), dtype=float), rtol=1e-4, atol=1e-6)
