@@ -6,6 +6,11 @@
 #   2. the main job on the GPU (jit), and 1000 steps with parallel=pmap;
 #   3. the benchmark's optimizer, ops and train-step sections (--quick), without PyTorch.
 # Everything it measures lands in $OUT (or ./gpu_out when OUT is unset).
+# The wheels (Python 3.12, manylinux x86_64; .whl/ is git-ignored): tensorflow-datasets==4.9.10
+# mnist1d==0.0.2.post1 ml_collections==1.1.0 tensorboardX==2.6.5 array_record==0.8.6
+# simple_parsing==0.1.9 promise==2.3 (pip wheel) tensorflow-metadata==1.21.0 immutabledict==4.3.1
+# dm-tree==0.1.10 docstring-parser==0.18.0 toml==0.10.2 googleapis-common-protos==1.76.0
+# termcolor==3.3.0, fetched with `pip download --no-deps --only-binary=:all: --python-version 3.12`.
 set -uo pipefail
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
