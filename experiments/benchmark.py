@@ -659,6 +659,25 @@ def _apply_mlp(params, x):
 HANDWRITTEN = {"cnn": (_init_cnn, _apply_cnn), "mlp": (_init_mlp, _apply_mlp)}
 
 
+def _indexed_runner(advance: Callable[[np.ndarray], Any], num_examples: int,
+                    batch_size: int) -> Runner:
+  """A runner calling ``advance(indices)`` once per step, in the loop's batch order.
+
+  Indices come from ``flaxopt.data.pipeline.batch_indices`` (seed 0), the same order the
+  trainer uses, computed on the host and passed to a step that gathers on device.
+  """
+  from flaxopt.data import pipeline  # pylint: disable=g-import-not-at-top
+  position = {"step": 0}
+
+  def run(k: int) -> None:
+    out = None
+    for _ in range(k):
+      out = advance(pipeline.batch_indices(0, position["step"], num_examples, batch_size))
+      position["step"] += 1
+    _block(out)
+  return run
+
+
 def handwritten_train_runner(model_name: str, data: Mapping[str, Any], batch_size: int,
                              learning_rate: float = 1e-2) -> Runner:
   """A jitted step as a JAX user writes it: data on device, batch gathered by indices."""
@@ -666,8 +685,6 @@ def handwritten_train_runner(model_name: str, data: Mapping[str, Any], batch_siz
   tx = optax.adam(learning_rate)
   params = init(jax.random.PRNGKey(0))
   x_all, y_all = jnp.asarray(data["x_train"]), jnp.asarray(data["y_train"])
-  n = len(data["y_train"])
-  per_epoch = n // batch_size
 
   @functools.partial(jax.jit, donate_argnums=(0, 1))
   def step(params, opt_state, idx):
@@ -680,21 +697,13 @@ def handwritten_train_runner(model_name: str, data: Mapping[str, Any], batch_siz
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
-  rng = np.random.default_rng(0)
-  holder = {"params": params, "opt": tx.init(params), "step": 0, "perm": None}
+  holder = {"params": params, "opt": tx.init(params)}
 
-  def run(k: int) -> None:
-    p, o, s = holder["params"], holder["opt"], holder["step"]
-    loss = None
-    for _ in range(k):
-      i = s % per_epoch
-      if i == 0:
-        holder["perm"] = rng.permutation(n).astype(np.int32)
-      p, o, loss = step(p, o, holder["perm"][i * batch_size:(i + 1) * batch_size])
-      s += 1
-    _block(loss)
-    holder.update(params=p, opt=o, step=s)
-  return run
+  def advance(idx: np.ndarray) -> jax.Array:
+    holder["params"], holder["opt"], loss = step(holder["params"], holder["opt"], idx)
+    return loss
+
+  return _indexed_runner(advance, len(data["y_train"]), batch_size)
 
 
 def bench_train_step(models: Sequence[str], batches: Sequence[int],
@@ -755,23 +764,14 @@ def fused_gather_train_runner(model_name: str, data: Mapping[str, Any], batch_si
     state, metrics = step_fn(state, {"x": jnp.take(x_all, idx, 0), "y": jnp.take(y_all, idx, 0)})
     return state, {k: sums[k] + metrics.get(k, 1.0) for k in sums}
 
-  n = len(data["y_train"])
-  per_epoch = n // batch_size
-  rng = np.random.default_rng(0)
   sums = {k: jnp.zeros((), jnp.float32) for k in ("loss", "ce_loss", "accuracy", "count")}
-  holder = {"state": state, "sums": sums, "step": 0, "perm": None}
+  holder = {"state": state, "sums": sums}
 
-  def run(k: int) -> None:
-    st, sm, s = holder["state"], holder["sums"], holder["step"]
-    for _ in range(k):
-      i = s % per_epoch
-      if i == 0:
-        holder["perm"] = rng.permutation(n).astype(np.int32)
-      st, sm = step(st, x_all, y_all, sm, holder["perm"][i * batch_size:(i + 1) * batch_size])
-      s += 1
-    _block(sm)
-    holder.update(state=st, sums=sm, step=s)
-  return run
+  def advance(idx: np.ndarray) -> Any:
+    holder["state"], holder["sums"] = step(holder["state"], x_all, y_all, holder["sums"], idx)
+    return holder["sums"]
+
+  return _indexed_runner(advance, len(data["y_train"]), batch_size)
 
 
 def bench_step_overhead(models: Sequence[str], batches: Sequence[int],
