@@ -62,11 +62,11 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from flaxopt.training.config import apply_overrides  # pylint: disable=unused-import
+from flaxopt.training.config import EXTENSIBLE_SECTIONS  # pylint: disable=unused-import
+
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Top-level config sections under which an override may create a field the base lacks:
-# optimizer constructor kwargs and augmentation op kwargs. Anywhere else a new field is a typo.
-EXTENSIBLE_SECTIONS = ("optimizer", "augment")
 SUMMARY = "summary.json"
 # Forces several host devices; stripped in worker processes (one CPU device per run).
 _FORCE_DEVICES = re.compile(r"--xla_force_host_platform_device_count=\d+")
@@ -217,35 +217,6 @@ def make_settings(axes: Sequence[str], variants: Sequence[str]) -> list[Setting]
 
 def _text(value: Any) -> str:
   return "''" if value == "" else str(value)
-
-
-def apply_overrides(config: ml_collections.ConfigDict,
-                    overrides: Iterable[tuple[str, Any]]) -> ml_collections.ConfigDict:
-  """A copy of ``config`` with ``field=value`` overrides (dotted fields).
-
-  A field the config lacks may be created only under ``EXTENSIBLE_SECTIONS`` (optimizer
-  kwargs, augmentation kwargs); elsewhere it raises ValueError naming the field.
-  """
-  config = copy.deepcopy(config)
-  for field, value in overrides:
-    parts = field.split(".")
-    node = config
-    for i, part in enumerate(parts):
-      last = i == len(parts) - 1
-      exists = isinstance(node, ml_collections.ConfigDict) and part in node
-      if not exists:
-        if parts[0] not in EXTENSIBLE_SECTIONS or i == 0 or \
-            not isinstance(node, ml_collections.ConfigDict):
-          raise ValueError(f"Unknown config field {field!r} (no {'.'.join(parts[:i + 1])!r}).")
-        with node.unlocked():
-          node[part] = value if last else ml_collections.ConfigDict()
-      elif last:
-        try:
-          node[part] = value
-        except TypeError as e:
-          raise ValueError(f"Bad value {value!r} for config field {field!r}: {e}") from e
-      node = node[part]
-  return config
 
 
 # ---------------------------------------------------------------------------------------

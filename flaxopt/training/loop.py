@@ -37,6 +37,7 @@ from absl import logging
 from flaxopt import registry
 from flaxopt.data import pipeline as pipeline_lib
 from flaxopt.training import checkpoint as checkpoint_lib
+from flaxopt.training.config import ConfigError
 from flaxopt.training import diagnostics as diagnostics_lib
 from flaxopt.training import early_stopping as es_lib
 from flaxopt.training import metrics as metrics_lib
@@ -56,10 +57,6 @@ _SCHEDULE_KEYS = ("name", "learning_rate", "schedule", "warmup_steps")
 _FAST_COMPILE = {"xla_backend_optimization_level": 1}
 # Test hook: SIGKILL this process right after step N (used by the resume test).
 KILL_AT_STEP_ENV = "FLAXOPT_KILL_AT_STEP"
-
-
-class ConfigError(ValueError):
-  """A user error in the config found before training starts (reported as one line)."""
 
 
 # ---------------------------------------------------------------------------------------
