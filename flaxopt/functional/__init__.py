@@ -7,3 +7,4 @@ from flaxopt.functional.normalization import *
 from flaxopt.functional.pooling import *
 from flaxopt.functional.regularization import *
 from flaxopt.functional.augmentation import *
+from flaxopt.functional.hutchinson import *
