@@ -1,7 +1,7 @@
 """Test session setup: several CPU devices, so multi-device code is tested on a CPU-only machine.
 
 Must run before JAX initializes its backends (conftest is imported before test modules).
-Hazard (DESIGN.md): in-process forced devices hang on all-reduces of conv models here, so
+Hazard (docs/design.md, verified facts): in-process forced devices hang on all-reduces of conv models here, so
 in-process multi-device tests use dense models; conv / end-to-end multi-device tests run as
 separate processes over gloo (see tests/training), all under pytest-timeout.
 

@@ -4,7 +4,7 @@ srivastava2014}.py).
 Each script's bookkeeping (which runs, the verdict, the report, the plot) is tested with
 ``train`` replaced by a table of accuracies (in-process, no training); one real fast run of
 the MNIST-1D baselines trains in a subprocess with one CPU device (conv models must not run
-on the forced in-process devices, DESIGN.md) and checks the cheapest robust direction.
+on the forced in-process devices, docs/design.md) and checks the cheapest robust direction.
 """
 
 import json
