@@ -11,7 +11,7 @@ initialization on a batch of MNIST-1D (the paper used Shapeset-3x2), softmax cro
 We report ``Var[dCost/ds_1] / Var[dCost/ds_5]`` (first over last hidden layer), plus the
 activation standard deviations and tanh saturation (|tanh| >= 0.97) per layer.
 
-  python -m experiments.reproduce_glorot2010 [--fast] [--plot=docs/images/repro_glorot2010.png]
+  python -m experiments.reproduce_glorot2010 [--fast] [--out_dir=DIR | --publish]
 
 Exits non-zero when the finding is not reproduced.
 """
@@ -24,20 +24,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import common
 from experiments import signal_propagation as sp
 import flaxopt.functional as F
 
 DEPTH = 5
 INITS = {"standard": F.standard_uniform, "normalized": F.xavier_uniform}
-# fast -> (num_samples generated (None: all of MNIST-1D), width, batch)
-SIZES = {False: (None, 1000, 2000), True: (1000, 128, 800)}
+# fast -> (training examples of MNIST-1D (None: all 4000), width, batch)
+SIZES = {False: (None, 1000, 2000), True: (800, 128, 800)}
 SATURATION = 0.97
 
 
 def run(fast: bool = False, plot_path: Optional[str] = None, seed: int = 0) -> dict[str, Any]:
   """Runs the reproduction; returns the measured numbers and ``reproduced``."""
-  num_samples, width, batch = SIZES[fast]
-  data = sp.load_mnist1d(num_samples)
+  num_train, width, batch = SIZES[fast]
+  data = common.load_mnist1d(num_train)
   x, y = jnp.asarray(data["x"][:batch]), jnp.asarray(data["y"][:batch])
   result: dict[str, Any] = {}
   curves = {}
@@ -58,7 +59,7 @@ def run(fast: bool = False, plot_path: Optional[str] = None, seed: int = 0) -> d
       and 0.25 < result["normalized/grad_var_ratio"] < 4.0
       and result["standard/grad_var_ratio"] < 0.1 * result["normalized/grad_var_ratio"])
   if plot_path:
-    fig, (ax_grad, ax_act) = sp.new_figure(2)
+    fig, (ax_grad, ax_act) = common.new_figure(2)
     layers = np.arange(1, DEPTH + 1)
     for name, grad_var in curves.items():
       ax_grad.semilogy(layers, grad_var, "o-", label=name)
@@ -68,7 +69,7 @@ def run(fast: bool = False, plot_path: Optional[str] = None, seed: int = 0) -> d
     for ax in (ax_grad, ax_act):
       ax.set_xticks(layers)
       ax.legend()
-    sp.save_figure(fig, plot_path)
+    common.save_figure(fig, plot_path)
   return result
 
 
@@ -85,9 +86,9 @@ def report(result: dict[str, Any]) -> str:
       ("normalized: activation std l=1..5", "kept",
        " ".join(f"{v:.3f}" for v in result["normalized/activation_std"])),
   ]
-  return sp.format_comparison(f"Glorot & Bengio 2010: {DEPTH}-layer tanh MLP, back-propagated "
+  return common.format_comparison(f"Glorot & Bengio 2010: {DEPTH}-layer tanh MLP, back-propagated "
                               "gradient variance", rows, result["reproduced"])
 
 
 if __name__ == "__main__":
-  sp.script_main(run, report, "docs/images/repro_glorot2010.png")
+  common.reproduction_main(run, report, "glorot2010")

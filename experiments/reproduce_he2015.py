@@ -9,7 +9,7 @@ Ours: a 30-hidden-layer ReLU MLP (``F.he_normal()`` vs ``F.xavier_normal()``, ze
 the per-layer second moments of the pre-activations on MNIST-1D inputs, and training on
 MNIST-1D with ``flaxopt.optim.momentum`` (heavy ball, lr 0.01, mu 0.9, batch 100).
 
-  python -m experiments.reproduce_he2015 [--fast] [--plot=docs/images/repro_he2015.png]
+  python -m experiments.reproduce_he2015 [--fast] [--out_dir=DIR | --publish]
 
 Exits non-zero when the finding is not reproduced.
 """
@@ -24,14 +24,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from experiments import common
 from experiments import signal_propagation as sp
 import flaxopt.functional as F
 from flaxopt import optim
 
 DEPTH = 30
 INITS = {"he": F.he_normal, "xavier": F.xavier_normal}
-# fast -> (num_samples (None: all of MNIST-1D), signal width, train width, train steps)
-SIZES = {False: (None, 256, 128, 3000), True: (1000, 128, 32, 300)}
+# fast -> (training examples of MNIST-1D (None: all 4000), signal width, train width, steps)
+SIZES = {False: (None, 256, 128, 3000), True: (800, 128, 32, 300)}
 LEARNING_RATE, MOMENTUM, BATCH = 0.01, 0.9, 100
 
 
@@ -60,8 +61,8 @@ def make_train(x: jax.Array, y: jax.Array, steps: int):
 
 def run(fast: bool = False, plot_path: Optional[str] = None, seed: int = 0) -> dict[str, Any]:
   """Runs the reproduction; returns the measured numbers and ``reproduced``."""
-  num_samples, signal_width, train_width, steps = SIZES[fast]
-  data = sp.load_mnist1d(num_samples)
+  num_train, signal_width, train_width, steps = SIZES[fast]
+  data = common.load_mnist1d(num_train)
   x, y = jnp.asarray(data["x"]), jnp.asarray(data["y"])
   x_test, y_test = jnp.asarray(data["x_test"]), jnp.asarray(data["y_test"])
   train = make_train(x, y, steps)
@@ -89,7 +90,7 @@ def run(fast: bool = False, plot_path: Optional[str] = None, seed: int = 0) -> d
       and result["he/final_train_loss"] < 0.85 * chance
       and result["xavier/final_train_loss"] > 0.99 * chance)
   if plot_path:
-    fig, (ax_signal, ax_loss) = sp.new_figure(2)
+    fig, (ax_signal, ax_loss) = common.new_figure(2)
     for name, (moments, losses) in curves.items():
       ax_signal.semilogy(np.arange(1, DEPTH + 1), moments, "o-", ms=3, label=name)
       window = max(len(losses) // 50, 1)
@@ -99,7 +100,7 @@ def run(fast: bool = False, plot_path: Optional[str] = None, seed: int = 0) -> d
     ax_loss.set(title="MNIST-1D training loss (SGD+momentum)", xlabel="step")
     ax_signal.legend()
     ax_loss.legend()
-    sp.save_figure(fig, plot_path)
+    common.save_figure(fig, plot_path)
   return result
 
 
@@ -116,9 +117,9 @@ def report(result: dict[str, Any]) -> str:
       ("he / xavier test accuracy", "-",
        f"{result['he/test_accuracy']:.3f} / {result['xavier/test_accuracy']:.3f}"),
   ]
-  return sp.format_comparison(f"He et al. 2015: {DEPTH}-layer ReLU MLP, He vs Xavier init",
+  return common.format_comparison(f"He et al. 2015: {DEPTH}-layer ReLU MLP, He vs Xavier init",
                               rows, result["reproduced"])
 
 
 if __name__ == "__main__":
-  sp.script_main(run, report, "docs/images/repro_he2015.png")
+  common.reproduction_main(run, report, "he2015")

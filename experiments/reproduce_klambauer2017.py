@@ -11,7 +11,7 @@ Ours: a 100-hidden-layer MLP (width 512; 128 with ``--fast``) at initialization 
 of standardized Gaussian inputs; the mean and variance of each layer's activations.
 
   python -m experiments.reproduce_klambauer2017 [--fast] \
-      [--plot=docs/images/repro_klambauer2017.png]
+      [--out_dir=DIR | --publish]
 
 Exits non-zero when the finding is not reproduced.
 """
@@ -23,6 +23,7 @@ from typing import Any, Optional
 import jax
 import numpy as np
 
+from experiments import common
 from experiments import signal_propagation as sp
 import flaxopt.functional as F
 
@@ -58,7 +59,7 @@ def run(fast: bool = False, plot_path: Optional[str] = None, seed: int = 0) -> d
       and result["selu/var_range"][1] <= VAR_RANGE[1]
       and result["relu/final_var"] < 1e-10)
   if plot_path:
-    fig, (ax_mean, ax_var) = sp.new_figure(2)
+    fig, (ax_mean, ax_var) = common.new_figure(2)
     layers = np.arange(1, DEPTH + 1)
     for name, (means, variances) in curves.items():
       ax_mean.plot(layers, means, label=name)
@@ -67,7 +68,7 @@ def run(fast: bool = False, plot_path: Optional[str] = None, seed: int = 0) -> d
     ax_var.set(title="variance of activations", xlabel="layer")
     ax_mean.legend()
     ax_var.legend()
-    sp.save_figure(fig, plot_path)
+    common.save_figure(fig, plot_path)
   return result
 
 
@@ -82,9 +83,9 @@ def report(result: dict[str, Any]) -> str:
        f"{result['relu/final_var']:.3g}"),
       ("tanh: variance, layer 100", "drifts to 0 (slowly)", f"{result['tanh/final_var']:.3g}"),
   ]
-  return sp.format_comparison(f"Klambauer et al. 2017: {DEPTH}-layer LeCun-normal MLP",
+  return common.format_comparison(f"Klambauer et al. 2017: {DEPTH}-layer LeCun-normal MLP",
                               rows, result["reproduced"])
 
 
 if __name__ == "__main__":
-  sp.script_main(run, report, "docs/images/repro_klambauer2017.png")
+  common.reproduction_main(run, report, "klambauer2017")

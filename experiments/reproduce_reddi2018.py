@@ -16,7 +16,7 @@ in practice; the theorem's uncorrected Adam behaves the same here) with the opta
 Section 5 synthetic problem (f_t = 1010 x every 101st step, else -10 x; beta1 = 0.9,
 beta2 = 0.99, alpha = 0.5, 300,000 steps).
 
-  python -m experiments.reproduce_reddi2018 [--fast] [--plot=docs/images/repro_reddi2018.png]
+  python -m experiments.reproduce_reddi2018 [--fast] [--out_dir=DIR | --publish]
 
 Exits non-zero when the finding is not reproduced.
 """
@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments import signal_propagation as sp
+from experiments import common
 from flaxopt import optim
 
 
@@ -93,7 +93,7 @@ def run(fast: bool = False, plot_path: Optional[str] = None) -> dict[str, Any]:
                result[f"{problem}/amsgrad/avg_regret"] < 0.5 * result[f"{problem}/adam/avg_regret"]]
   result["reproduced"] = bool(all(checks))
   if plot_path:
-    fig, axes = sp.new_figure(2 * len(problems), width=4.0)
+    fig, axes = common.new_figure(2 * len(problems), width=4.0)
     for i, problem in enumerate(problems):
       for name in OPTIMIZERS:
         out = curves[problem, name]
@@ -106,7 +106,7 @@ def run(fast: bool = False, plot_path: Optional[str] = None) -> dict[str, Any]:
                           ylim=(0.0, 4.0 * worst_point_regret(problem)))
       axes[2 * i].legend(loc="center right")
       axes[2 * i + 1].legend(loc="upper right")
-    sp.save_figure(fig, plot_path)
+    common.save_figure(fig, plot_path)
   return result
 
 
@@ -120,9 +120,9 @@ def report(result: dict[str, Any]) -> str:
              ("adam", "avg_regret"): f"-> {worst_point_regret(problem):.4f} (> 0)",
              ("amsgrad", "avg_regret"): "-> 0"}[name, quantity]
     rows.append((f"{problem} {name} {quantity}", paper, f"{value:+.4f}"))
-  return sp.format_comparison("Reddi et al. 2018: Adam vs AMSGrad on the online problem",
+  return common.format_comparison("Reddi et al. 2018: Adam vs AMSGrad on the online problem",
                               rows, result["reproduced"])
 
 
 if __name__ == "__main__":
-  sp.script_main(run, report, "docs/images/repro_reddi2018.png")
+  common.reproduction_main(run, report, "reddi2018")

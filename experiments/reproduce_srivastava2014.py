@@ -14,7 +14,7 @@ zero training loss (Adam lr 1e-3, batch 100, 6000 steps: the overfitting regime)
 beat no regularization by at least ``MIN_GAP`` test accuracy.
 
   python -m experiments.reproduce_srivastava2014 [--fast] \
-      [--plot=docs/images/repro_srivastava2014.png]
+      [--out_dir=DIR | --publish]
 
 Exits non-zero when the finding is not reproduced.
 """
@@ -23,8 +23,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
-from experiments import reproduce_greydanus2020 as grey
-from experiments import signal_propagation as sp
+from experiments import common
 
 RATE = 0.5
 VARIANTS = {"none": {}, "dropout": {"model.dropout": RATE},
@@ -43,22 +42,22 @@ PAPER_ERROR = {"none": 0.0162, "dropout": 0.0128, "dropconnect": 0.0120}
 
 def run(fast: bool = False, plot_path: Optional[str] = None, seed: int = 0) -> dict[str, Any]:
   """Trains the wide MLP without / with dropout / with DropConnect; returns accuracies."""
-  common, seeds = SIZES[fast]
+  shared, seeds = SIZES[fast]
   seeds = tuple(seed + s for s in seeds)
-  grid = grey.train_grid({k: ("configs.mlp", v) for k, v in VARIANTS.items()}, seeds, common)
-  result: dict[str, Any] = {"seeds": list(seeds), "width": common["model.width"],
-                            "steps": common["num_train_steps"]}
+  grid = common.train_grid({k: ("configs.mlp", v) for k, v in VARIANTS.items()}, seeds, shared)
+  result: dict[str, Any] = {"seeds": list(seeds), "width": shared["model.width"],
+                            "steps": shared["num_train_steps"]}
   for name, results in grid.items():
-    result[f"{name}/test_accuracy"] = grey.mean_accuracy(results)
+    result[f"{name}/test_accuracy"] = common.mean_accuracy(results)
     result[f"{name}/train_loss"] = float(sum(r["train_loss"] for r in results) / len(results))
   for name in ("dropout", "dropconnect"):
     result[f"{name}/gain"] = result[f"{name}/test_accuracy"] - result["none/test_accuracy"]
   result["reproduced"] = bool(min(result["dropout/gain"], result["dropconnect/gain"])
                               >= MIN_GAP)
   if plot_path:
-    fig, (ax,) = sp.new_figure(1, width=6.0)
-    grey.plot_curves(ax, grid, f"MNIST-1D MLP 2x{result['width']}, rate {RATE}")
-    sp.save_figure(fig, plot_path)
+    fig, (ax,) = common.new_figure(1, width=6.0)
+    common.plot_curves(ax, grid, f"MNIST-1D MLP 2x{result['width']}, rate {RATE}")
+    common.save_figure(fig, plot_path)
   return result
 
 
@@ -68,10 +67,10 @@ def report(result: Mapping[str, Any]) -> str:
            f"(train loss {result[f'{name}/train_loss']:.3g})") for name in VARIANTS]
   rows += [(f"{name} - none", f"{PAPER_ERROR['none'] - PAPER_ERROR[name]:+.4f}",
             f"{result[f'{name}/gain']:+.3f}") for name in ("dropout", "dropconnect")]
-  return sp.format_comparison(
+  return common.format_comparison(
       f"Srivastava et al. 2014 / Wan et al. 2013: dropout and DropConnect, MNIST-1D MLP "
       f"2x{result['width']}, {result['steps']} steps", rows, result["reproduced"])
 
 
 if __name__ == "__main__":
-  sp.script_main(run, report, "docs/images/repro_srivastava2014.png")
+  common.reproduction_main(run, report, "srivastava2014")

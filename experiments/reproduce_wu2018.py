@@ -13,7 +13,7 @@ the same number of times, as in the paper, so batch 2 makes 16x more (noisier) u
 Reproduced when BatchNorm loses at least ``MIN_GAP`` more accuracy going from batch 32 to
 batch 2 than GroupNorm does.
 
-  python -m experiments.reproduce_wu2018 [--fast] [--plot=docs/images/repro_wu2018.png]
+  python -m experiments.reproduce_wu2018 [--fast] [--out_dir=DIR | --publish]
 
 Exits non-zero when the finding is not reproduced.
 """
@@ -22,8 +22,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
-from experiments import reproduce_greydanus2020 as grey
-from experiments import signal_propagation as sp
+from experiments import common
 
 NORMS = ("batch", "group")
 BATCHES = (32, 2)  # the paper's largest and smallest batch per worker
@@ -55,10 +54,10 @@ def run(fast: bool = False, plot_path: Optional[str] = None, seed: int = 0) -> d
           **model, "model.norm": norm, "batch_size": batch, "num_train_steps": steps,
           "eval_every": max(steps // evals, 1), "log_every": max(steps // evals, 1),
           "optimizer.learning_rate": LEARNING_RATE})
-  grid = grey.train_grid(runs, seeds)
+  grid = common.train_grid(runs, seeds)
   result: dict[str, Any] = {"epochs": epochs, "seeds": list(seeds)}
   for name, results in grid.items():
-    result[f"{name}/test_accuracy"] = grey.mean_accuracy(results)
+    result[f"{name}/test_accuracy"] = common.mean_accuracy(results)
   big, small = BATCHES
   for norm in NORMS:
     result[f"{norm}/drop"] = (result[f"{norm}/batch{big}/test_accuracy"]
@@ -66,7 +65,7 @@ def run(fast: bool = False, plot_path: Optional[str] = None, seed: int = 0) -> d
   result["gap"] = result["batch/drop"] - result["group/drop"]
   result["reproduced"] = bool(result["gap"] >= MIN_GAP)
   if plot_path:
-    fig, (ax_bar, ax_curve) = sp.new_figure(2)
+    fig, (ax_bar, ax_curve) = common.new_figure(2)
     for i, norm in enumerate(NORMS):
       accs = [result[f"{norm}/batch{b}/test_accuracy"] for b in BATCHES]
       ax_bar.bar([j + 0.38 * i for j in range(len(BATCHES))], accs, width=0.38,
@@ -76,9 +75,9 @@ def run(fast: bool = False, plot_path: Optional[str] = None, seed: int = 0) -> d
     ax_bar.set(title=f"MNIST-1D CNN, {epochs} epochs each", ylabel="test accuracy",
                ylim=(0.5, 1.0))
     ax_bar.legend()
-    grey.plot_curves(ax_curve, grid, "test accuracy during training")
+    common.plot_curves(ax_curve, grid, "test accuracy during training")
     ax_curve.set_xscale("log")
-    sp.save_figure(fig, plot_path)
+    common.save_figure(fig, plot_path)
   return result
 
 
@@ -92,10 +91,10 @@ def report(result: Mapping[str, Any]) -> str:
                               ("group", "75.9% -> 75.9% (0.0)"))]
   rows.append(("BN drop - GN drop", f">= {100 * MIN_GAP:.0f} points (paper 11.1)",
                f"{100 * result['gap']:.1f} points"))
-  return sp.format_comparison(
+  return common.format_comparison(
       f"Wu & He 2018: BatchNorm vs GroupNorm at small batch, equal epochs "
       f"({result['epochs']})", rows, result["reproduced"])
 
 
 if __name__ == "__main__":
-  sp.script_main(run, report, "docs/images/repro_wu2018.png")
+  common.reproduction_main(run, report, "wu2018")

@@ -11,7 +11,7 @@ window-2 stride-2 pool downsamples after each activation), ``dataset.num_train``
 Adam lr 1e-2, batch 100, trained long enough to overfit. Reproduced when stochastic pooling
 has the best mean test accuracy, ahead of both max and average by at least ``MIN_GAP``.
 
-  python -m experiments.reproduce_zeiler2013 [--fast] [--plot=docs/images/repro_zeiler2013.png]
+  python -m experiments.reproduce_zeiler2013 [--fast] [--out_dir=DIR | --publish]
 
 Exits non-zero when the finding is not reproduced.
 """
@@ -20,8 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
-from experiments import reproduce_greydanus2020 as grey
-from experiments import signal_propagation as sp
+from experiments import common
 
 POOLS = ("stochastic", "max", "avg")
 MIN_GAP = 0.01
@@ -37,23 +36,23 @@ PAPER_MNIST = {"stochastic": 0.9953, "max": 0.9945, "avg": 0.9917}  # 1 - error,
 
 def run(fast: bool = False, plot_path: Optional[str] = None, seed: int = 0) -> dict[str, Any]:
   """Trains the CNN with each pool on a small training set; returns accuracies."""
-  common, seeds = SIZES[fast]
+  shared, seeds = SIZES[fast]
   seeds = tuple(seed + s for s in seeds)
-  grid = grey.train_grid({p: ("configs.default", {"model.pool": p}) for p in POOLS}, seeds,
-                         common)
-  result: dict[str, Any] = {"num_train": common["dataset.num_train"], "seeds": list(seeds),
-                            "steps": common["num_train_steps"]}
+  grid = common.train_grid({p: ("configs.default", {"model.pool": p}) for p in POOLS}, seeds,
+                         shared)
+  result: dict[str, Any] = {"num_train": shared["dataset.num_train"], "seeds": list(seeds),
+                            "steps": shared["num_train_steps"]}
   for pool, results in grid.items():
-    result[f"{pool}/test_accuracy"] = grey.mean_accuracy(results)
+    result[f"{pool}/test_accuracy"] = common.mean_accuracy(results)
     result[f"{pool}/per_seed"] = [r["test_accuracy"] for r in results]
     result[f"{pool}/train_loss"] = float(sum(r["train_loss"] for r in results) / len(results))
   best_other = max(result[f"{p}/test_accuracy"] for p in POOLS if p != "stochastic")
   result["margin"] = result["stochastic/test_accuracy"] - best_other
   result["reproduced"] = bool(result["margin"] >= MIN_GAP)
   if plot_path:
-    fig, (ax,) = sp.new_figure(1, width=6.0)
-    grey.plot_curves(ax, grid, f"MNIST-1D CNN, {result['num_train']} training examples")
-    sp.save_figure(fig, plot_path)
+    fig, (ax,) = common.new_figure(1, width=6.0)
+    common.plot_curves(ax, grid, f"MNIST-1D CNN, {result['num_train']} training examples")
+    common.save_figure(fig, plot_path)
   return result
 
 
@@ -64,10 +63,10 @@ def report(result: Mapping[str, Any]) -> str:
            f"train loss {result[f'{pool}/train_loss']:.3g})") for pool in POOLS]
   rows.append(("stochastic - best of max/avg", f">= {MIN_GAP:.2f} (paper +0.0008 full MNIST)",
                f"{result['margin']:+.3f}"))
-  return sp.format_comparison(
+  return common.format_comparison(
       f"Zeiler & Fergus 2013: pooling with {result['num_train']} MNIST-1D training examples",
       rows, result["reproduced"])
 
 
 if __name__ == "__main__":
-  sp.script_main(run, report, "docs/images/repro_zeiler2013.png")
+  common.reproduction_main(run, report, "zeiler2013")

@@ -18,29 +18,42 @@ Stage 2 re-trains the ``--top_k`` best plus the references ReLU ``max(x, 0)`` an
 stage 1's), ranks by validation accuracy and reports test accuracy alongside.
 
   python -m experiments.search_activations [--space=small] [--steps=400] [--seeds=2] [--top_k=8] \
-      [--final_steps=1000] [--final_seeds=4] [--out_dir=/tmp/actsearch] \
-      [--markdown=docs/readme/activation_search_table.md] \
-      [--plot=docs/images/search_activations.png]
+      [--final_steps=1000] [--final_seeds=4] [--out_dir=runs/search_activations] [--publish]
 
-Writes ``results.json`` and ``table.md`` into ``--out_dir`` (and the table to ``--markdown``
-when given), the PNG plot of the top functions' shapes to ``--plot``, and prints the tables.
+Writes ``search_activations.json`` (the numbers and the report), ``table.md`` and the PNG plot
+of the top functions' shapes ``search_activations.png`` into ``--out_dir`` (default
+``runs/search_activations``), or with ``--publish`` the JSON to ``docs/results/`` and the plot
+to ``docs/images/``; prints the tables.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import os
 import time
 from typing import Any, Optional, Sequence
 
+from absl import app
+from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from experiments import common
 from flaxopt import data as fdata
 from flaxopt.functional import activation_search as S
+
+_SPACE = flags.DEFINE_enum("space", "small", list(S.SPACES),
+                           "Search space (activation_search.SPACES).")
+_STEPS = flags.DEFINE_integer("steps", 400, "Stage-1 training steps per candidate.", lower_bound=1)
+_SEEDS = flags.DEFINE_integer("seeds", 2, "Stage-1 seeds per candidate.", lower_bound=1)
+_TOP_K = flags.DEFINE_integer("top_k", 8, "Candidates re-evaluated in stage 2 (plus ReLU, Swish).",
+                              lower_bound=1)
+_FINAL_STEPS = flags.DEFINE_integer("final_steps", 1000, "Stage-2 training steps.", lower_bound=1)
+_FINAL_SEEDS = flags.DEFINE_integer("final_seeds", 4, "Stage-2 seeds.", lower_bound=1)
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 100, "Batch size.", lower_bound=1)
+_LEARNING_RATE = flags.DEFINE_float("learning_rate", 3e-3, "Adam learning rate.")
 
 Array = jax.Array
 Params = list[tuple[Array, Array]]
@@ -316,36 +329,27 @@ def report(result: dict[str, Any], *, stage1_rows: int = 15) -> str:
 
 
 def main(argv: Sequence[str]) -> None:
-  del argv
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  f = flags.FLAGS
-  result = run(space=f.space, steps=f.steps, seeds=f.seeds, top_k=f.top_k,
-               final_steps=f.final_steps, final_seeds=f.final_seeds,
-               batch_size=f.batch_size, learning_rate=f.learning_rate,
-               plot_path=f.plot or None)
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  out_dir = common.OUT_DIR.value or os.path.join("runs", "search_activations")
+  if common.PUBLISH.value:
+    plot_path = os.path.join(common.IMAGES_DIR, "search_activations.png")
+    results_path = os.path.join(common.RESULTS_DIR, "search_activations.json")
+  else:
+    plot_path = os.path.join(out_dir, "search_activations.png")
+    results_path = os.path.join(out_dir, "search_activations.json")
+  result = run(space=_SPACE.value, steps=_STEPS.value, seeds=_SEEDS.value, top_k=_TOP_K.value,
+               final_steps=_FINAL_STEPS.value, final_seeds=_FINAL_SEEDS.value,
+               batch_size=_BATCH_SIZE.value, learning_rate=_LEARNING_RATE.value,
+               plot_path=plot_path)
   text = report(result)
-  os.makedirs(f.out_dir, exist_ok=True)
-  with open(os.path.join(f.out_dir, "results.json"), "w") as fh:
-    json.dump(result, fh, indent=1)
-  for path in (os.path.join(f.out_dir, "table.md"), f.markdown):
-    if path:
-      with open(path, "w") as fh:
-        fh.write(text + "\n")
+  common.write_results(results_path, "experiments/search_activations.py", result, text)
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, "table.md"), "w") as fh:
+    fh.write(text + "\n")
   print(text)
+  print(f"Wrote {results_path}, {plot_path}")
 
 
 if __name__ == "__main__":
-  from absl import app  # pylint: disable=g-import-not-at-top
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  flags.DEFINE_enum("space", "small", list(S.SPACES), "Search space (activation_search.SPACES).")
-  flags.DEFINE_integer("steps", 400, "Stage-1 training steps per candidate.")
-  flags.DEFINE_integer("seeds", 2, "Stage-1 seeds per candidate.")
-  flags.DEFINE_integer("top_k", 8, "Candidates re-evaluated in stage 2 (plus ReLU, Swish).")
-  flags.DEFINE_integer("final_steps", 1000, "Stage-2 training steps.")
-  flags.DEFINE_integer("final_seeds", 4, "Stage-2 seeds.")
-  flags.DEFINE_integer("batch_size", 100, "Batch size.")
-  flags.DEFINE_float("learning_rate", 3e-3, "Adam learning rate.")
-  flags.DEFINE_string("out_dir", "/tmp/actsearch", "Folder for results.json and table.md.")
-  flags.DEFINE_string("markdown", "", "Also write the Markdown report here ('' for none).")
-  flags.DEFINE_string("plot", "docs/images/search_activations.png", "PNG path ('' for none).")
   app.run(main)

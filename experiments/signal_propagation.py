@@ -1,6 +1,7 @@
 """Signal propagation through deep MLPs: per-layer statistics of activations and gradients.
 
-Shared by the reproductions of Glorot & Bengio 2010, He et al. 2015 and Klambauer et al. 2017.
+Shared by the reproductions of Glorot & Bengio 2010, He et al. 2015 and Klambauer et al. 2017
+(what every script shares, data loading, plots and the command line, is experiments/common.py).
 Small pure functions (numpy / jnp); ``layer_stats`` lives in ``flaxopt.training.diagnostics``
 (the per-layer training diagnostics) and is re-exported here.
 
@@ -16,11 +17,10 @@ both are returned per layer by ``forward_and_backward``.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from flaxopt.training.diagnostics import layer_stats  # pylint: disable=unused-import
@@ -105,80 +105,3 @@ def forward_and_backward(params: Params, x: Array, y: Array,
   (loss, signals), grads = jax.value_and_grad(loss_fn, has_aux=True)(zeros)
   return {"signal": signals, "activation": activation(signals), "grad": grads,
           "loss": loss / x.shape[0]}
-
-
-@functools.lru_cache(maxsize=4)
-def load_mnist1d(num_samples: Optional[int] = None) -> dict[str, np.ndarray]:
-  """MNIST-1D (Greydanus 2020) as flat float32 arrays: x (N, 40) standardized, y int32.
-
-  ``num_samples=None`` uses ``flaxopt.data.load('mnist1d')`` (4000 train, 1000 test) and
-  falls back to generating it with the ``mnist1d`` package; a number generates that many
-  examples (80/20 split) with the package, in memory (quick, for tests). Cached: do not
-  modify the arrays.
-  """
-  if num_samples is None:
-    try:
-      from flaxopt import data  # pylint: disable=g-import-not-at-top
-      ds = data.load("mnist1d")
-      return {"x": ds.x_train.reshape(len(ds.x_train), -1), "y": ds.y_train,
-              "x_test": ds.x_test.reshape(len(ds.x_test), -1), "y_test": ds.y_test}
-    except (ImportError, AttributeError, OSError, ValueError):
-      pass
-  from mnist1d.data import get_dataset_args, make_dataset  # pylint: disable=g-import-not-at-top
-  args = get_dataset_args()
-  if num_samples is not None:
-    args.num_samples = int(num_samples)
-  raw = make_dataset(args)
-  return {"x": raw["x"].astype(np.float32), "y": raw["y"].astype(np.int32),
-          "x_test": raw["x_test"].astype(np.float32), "y_test": raw["y_test"].astype(np.int32)}
-
-
-def format_comparison(title: str, rows: Sequence[tuple[str, str, str]], reproduced: bool) -> str:
-  """A plain-text table ``quantity | paper | ours`` and a REPRODUCED / NOT REPRODUCED line."""
-  header = ("quantity", "paper", "ours")
-  widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(3)]
-  lines = [title, " | ".join(h.ljust(w) for h, w in zip(header, widths)),
-           "-+-".join("-" * w for w in widths)]
-  lines += [" | ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
-  lines.append("REPRODUCED" if reproduced else "NOT REPRODUCED")
-  return "\n".join(lines)
-
-
-def new_figure(ncols: int, *, width: float = 5.0, height: float = 3.6):
-  """A matplotlib (Agg) figure with ``ncols`` axes side by side."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False)
-  return fig, list(axes[0])
-
-
-def save_figure(fig: Any, path: str) -> None:
-  """Saves ``fig`` to ``path`` (creating its folder) and closes it."""
-  import os  # pylint: disable=g-import-not-at-top
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-
-
-def script_main(run: Callable[..., dict[str, Any]], report: Callable[[dict[str, Any]], str],
-                default_plot: str) -> None:
-  """The ``__main__`` of a reproduce_* script: flags --fast and --plot, print, exit status.
-
-  Flags are defined here, not at import, so that tests can import several scripts.
-  Exits 0 when ``run(...)['reproduced']``, else 1.
-  """
-  from absl import app  # pylint: disable=g-import-not-at-top
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  fast = flags.DEFINE_bool("fast", False, "Test-sized run (seconds instead of minutes).")
-  plot = flags.DEFINE_string("plot", default_plot, "Where to write the PNG plot ('' for none).")
-
-  def main(argv):
-    del argv
-    result = run(fast=fast.value, plot_path=plot.value or None)
-    print(report(result))
-    raise SystemExit(0 if result["reproduced"] else 1)
-
-  app.run(main)

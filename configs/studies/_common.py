@@ -17,7 +17,7 @@ def short_base(num_train_steps: int = 2000, eval_every: int = 250) -> ml_collect
 
 def study(name: str, title: str, base: ml_collections.ConfigDict,
           **fields) -> ml_collections.ConfigDict:
-  """A study ConfigDict (experiments/compare.py's fields; unset ones take its defaults)."""
+  """A study ConfigDict (flaxopt.sweep.spec's fields; unset ones take its defaults)."""
   s = ml_collections.ConfigDict()
   s.name = name
   s.title = title

@@ -14,6 +14,7 @@ import sys
 
 import pytest
 
+from experiments import common
 from experiments import reproduce_greydanus2020 as grey
 from experiments import reproduce_srivastava2014
 from experiments import reproduce_wu2018
@@ -67,12 +68,12 @@ def _fake_train(table, seen):
 def test_verdict_follows_the_accuracies(name, fast, monkeypatch):
   module, table = REPRODUCTIONS[name]
   seen = []
-  monkeypatch.setattr(grey, "train", _fake_train(table, seen))
+  monkeypatch.setattr(common, "train", _fake_train(table, seen))
   result = module.run(fast=fast)
   assert result["reproduced"], module.report(result)
   assert "\nREPRODUCED" in module.report(result)
   assert all(c.checkpoint_every == 0 for c in seen)
-  monkeypatch.setattr(grey, "train", _fake_train(_negate(table), []))
+  monkeypatch.setattr(common, "train", _fake_train(_negate(table), []))
   result = module.run(fast=fast)
   assert not result["reproduced"]
   assert "NOT REPRODUCED" in module.report(result)
@@ -80,7 +81,7 @@ def test_verdict_follows_the_accuracies(name, fast, monkeypatch):
 
 def test_wu_runs_equal_epochs(monkeypatch):
   seen = []
-  monkeypatch.setattr(grey, "train", _fake_train(_wu, seen))
+  monkeypatch.setattr(common, "train", _fake_train(_wu, seen))
   reproduce_wu2018.run(fast=False)
   steps = {(c.model.norm, c.batch_size): c.num_train_steps for c in seen}
   assert steps == {("batch", 32): 3750, ("batch", 2): 60000, ("group", 32): 3750,
@@ -89,19 +90,21 @@ def test_wu_runs_equal_epochs(monkeypatch):
 
 
 def test_plot_is_written(tmp_path, monkeypatch):
-  monkeypatch.setattr(grey, "train", _fake_train(_wu, []))
+  monkeypatch.setattr(common, "train", _fake_train(_wu, []))
   path = tmp_path / "sub" / "repro.png"
   reproduce_wu2018.run(fast=True, plot_path=str(path))
   assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_make_config_applies_dotted_overrides():
-  config = grey.make_config("configs.mlp", {"model.width": 7, "seed": 3})
+  config = common.make_config("configs.mlp", {"model.width": 7, "seed": 3})
   assert (config.model.name, config.model.width, config.seed) == ("mlp", 7, 3)
-  with pytest.raises(KeyError, match="model.widht"):
-    grey.make_config("configs.mlp", {"model.widht": 7})
+  assert config.checkpoint_every == 0
+  with pytest.raises(ValueError, match="model.widht"):
+    common.make_config("configs.mlp", {"model.widht": 7})
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_fast_baselines_train_for_real(tmp_path):
   """Real training, 300 steps: the CNN is already far ahead of logistic regression."""
