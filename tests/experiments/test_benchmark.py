@@ -12,7 +12,6 @@ import sys
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from experiments.bench import end_to_end

@@ -46,6 +46,7 @@ REPRODUCTIONS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(REPRODUCTIONS))
 def test_fast_reproduction(name):
   module, check = REPRODUCTIONS[name]

@@ -55,6 +55,7 @@ def tiny_result(tmp_path_factory):
   return result, plot
 
 
+@pytest.mark.slow
 def test_tiny_search_structure(tiny_result):
   result, plot = tiny_result
   stage1, stage2 = result["stage1"], result["stage2"]
@@ -75,6 +76,7 @@ def test_tiny_search_structure(tiny_result):
   json.dumps(result)  # results.json must be serialisable
 
 
+@pytest.mark.slow
 def test_report_lists_tables(tiny_result):
   result, _ = tiny_result
   text = E.report(result)

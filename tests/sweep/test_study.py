@@ -89,6 +89,7 @@ def trained_sweep(tmp_path_factory):
   return workdir, result
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_sweep_runs_every_setting_and_seed_in_its_workdir(trained_sweep):
   workdir, result = trained_sweep
@@ -102,6 +103,7 @@ def test_sweep_runs_every_setting_and_seed_in_its_workdir(trained_sweep):
     assert summary["status"] == "completed" and summary["num_devices"] == 4
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_leaderboard_matches_the_runs(trained_sweep):
   workdir, result = trained_sweep
