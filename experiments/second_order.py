@@ -24,16 +24,17 @@ computes one Hessian (exact) or up to ``cg_max_iters`` Hessian-vector products p
 (column ``hess``). Our wall time is measured after a compile (warm-up) run; scipy's
 includes its Python overhead (its JAX callbacks are jitted and warmed up too).
 
-  python -m experiments.second_order --output_dir=runs/second_order \
-      --plot_dir=docs/images
+  python -m experiments.second_order [--out_dir=runs/second_order | --publish]
 
-writes ``results.md`` / ``results.json`` in the output dir and one PNG per training problem.
+writes ``second_order.md`` / ``second_order.json`` and one PNG per training problem
+(``second_order_<problem>.png``) into ``--out_dir``, or with ``--publish`` the JSON to
+``docs/results/`` and the PNGs to ``docs/images/``. The problems are
+``experiments/optim_problems.py``'s.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import os
 import time
 from typing import Any, Callable
@@ -53,6 +54,7 @@ import optax
 import scipy.optimize
 
 from experiments import common
+from experiments.optim_problems import PROBLEMS
 from flaxopt import optim
 from flaxopt.optim import linesearch as ls
 
@@ -61,87 +63,12 @@ _PROBLEMS = flags.DEFINE_list(
 _METHODS = flags.DEFINE_list(
     "methods", ["newton", "newton_cg", "bfgs", "lbfgs", "cg", "scipy_bfgs", "scipy_lbfgsb",
                 "scipy_cg", "scipy_newton_cg", "adam"], "Methods to run.")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/second_order", "Table and JSON go here.")
-_PLOT_DIR = flags.DEFINE_string("plot_dir", None, "PNG directory (default: output_dir).")
 _TRAIN_ITERS = flags.DEFINE_integer("train_iters", 100, "Iterations on the training problems.")
 _ADAM_ITERS = flags.DEFINE_integer("adam_iters", 1000, "Adam iterations on training problems.")
 _MAX_ITERS = flags.DEFINE_integer("max_iters", 5000, "Iteration cap on the test problems.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for the quadratics and the MLP init.")
 
 GTOL = 1e-5
-L2 = 1e-4
-HIDDEN = 32
-
-
-# ----------------------------------------------------------------------------
-# Problems: name -> (f, x0, kind). kind: 'solve' (to tolerance) or 'train'.
-# ----------------------------------------------------------------------------
-
-
-def rosenbrock_problem(seed: int):
-  del seed
-  f = lambda x: 100.0 * (x[1] - x[0] ** 2) ** 2 + (1.0 - x[0]) ** 2
-  return f, jnp.array([-1.2, 1.0], jnp.float64), None
-
-
-def quadratic_problem(condition: float, n: int = 100):
-  def make(seed: int):
-    rng = np.random.default_rng(seed)
-    q, _ = np.linalg.qr(rng.normal(size=(n, n)))
-    a = jnp.asarray((q * np.logspace(0, np.log10(condition), n)) @ q.T)
-    b = jnp.asarray(rng.normal(size=n))
-    f = lambda x: 0.5 * x @ (a @ x) - b @ x
-    return f, jnp.zeros(n, jnp.float64), None
-  return make
-
-
-def _xent(logits: jax.Array, y: jax.Array) -> jax.Array:
-  return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-
-def _l2(params: Any) -> jax.Array:
-  return sum(jnp.sum(p ** 2) for p in jax.tree_util.tree_leaves(params))
-
-
-def logistic_apply(params, x):
-  return x @ params["w"] + params["b"]
-
-
-def mlp_apply(params, x):
-  h = jnp.tanh(x @ params["w1"] + params["b1"])
-  return h @ params["w2"] + params["b2"]
-
-
-def training_problem(model: str):
-  def make(seed: int):
-    d = common.load_mnist1d()
-    mean, std = d["x"].mean(0), d["x"].std(0) + 1e-6
-    x = jnp.asarray((d["x"] - mean) / std, jnp.float32)
-    x_test = jnp.asarray((d["x_test"] - mean) / std, jnp.float32)
-    y, y_test = jnp.asarray(d["y"], jnp.int32), jnp.asarray(d["y_test"], jnp.int32)
-    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
-    if model == "logistic":
-      apply = logistic_apply
-      params = {"w": jnp.zeros((40, 10), jnp.float32), "b": jnp.zeros(10, jnp.float32)}
-    else:
-      apply = mlp_apply
-      normal = lambda k, shape: jax.random.normal(k, shape, jnp.float32) / np.sqrt(shape[0])
-      params = {"w1": normal(k1, (40, HIDDEN)), "b1": jnp.zeros(HIDDEN, jnp.float32),
-                "w2": normal(k2, (HIDDEN, 10)), "b2": jnp.zeros(10, jnp.float32)}
-    f = lambda p: _xent(apply(p, x), y) + L2 * _l2(p)
-    accuracy = jax.jit(lambda p: jnp.mean(jnp.argmax(apply(p, x_test), -1) == y_test))
-    return f, params, accuracy
-  return make
-
-
-PROBLEMS: dict[str, tuple[Callable[[int], Any], str]] = {
-    "rosenbrock": (rosenbrock_problem, "solve"),
-    "quad1e2": (quadratic_problem(1e2), "solve"),
-    "quad1e4": (quadratic_problem(1e4), "solve"),
-    "logistic": (training_problem("logistic"), "train"),
-    "mlp": (training_problem("mlp"), "train"),
-}
-
 # Our methods: name -> constructor of the optax transform (library defaults unless below).
 OURS: dict[str, Callable[..., optax.GradientTransformationExtraArgs]] = {
     "newton": optim.newton,
@@ -340,7 +267,8 @@ def plot(problem: str, by_method: dict[str, dict[str, Any]], path: str) -> None:
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   jax.config.update("jax_enable_x64", True)  # float64 for the test problems; training is f32
   for name in _PROBLEMS.value:
     if name not in PROBLEMS:
@@ -348,8 +276,10 @@ def main(argv):
   for name in _METHODS.value:
     if name not in OURS and name not in SCIPY:
       raise ValueError(f"Unknown method {name!r}; valid: {', '.join([*OURS, *SCIPY])}")
-  os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
-  plot_dir = _PLOT_DIR.value or _OUTPUT_DIR.value
+  out_dir = common.OUT_DIR.value or os.path.join("runs", "second_order")
+  plot_dir = common.IMAGES_DIR if common.PUBLISH.value else out_dir
+  results_dir = common.RESULTS_DIR if common.PUBLISH.value else out_dir
+  os.makedirs(out_dir, exist_ok=True)
   os.makedirs(plot_dir, exist_ok=True)
   results: dict[str, dict[str, dict[str, Any]]] = {}
   for problem in _PROBLEMS.value:
@@ -364,10 +294,10 @@ def main(argv):
       plot(problem, results[problem], os.path.join(plot_dir, f"second_order_{problem}.png"))
   table = markdown_table(results)
   print(table)
-  with open(os.path.join(_OUTPUT_DIR.value, "results.md"), "w") as fh:
+  with open(os.path.join(out_dir, "second_order.md"), "w") as fh:
     fh.write(table)
-  with open(os.path.join(_OUTPUT_DIR.value, "results.json"), "w") as fh:
-    json.dump(results, fh)
+  common.write_results(os.path.join(results_dir, "second_order.json"),
+                       "experiments/second_order.py", results, table)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from experiments import search_activations as E
+from experiments import search_child
 from flaxopt.functional import activation_search as S
 
 
@@ -38,10 +39,10 @@ def test_rank_rows_sorts_by_mean_val_acc_and_puts_diverged_last():
 
 
 def test_mlp_uses_the_candidate_activation():
-  params = E.init_mlp(jax.random.key(0), (5, 3, 2))
+  params = search_child.init_mlp(jax.random.key(0), (5, 3, 2))
   x = jnp.linspace(-2.0, 2.0, 10).reshape(2, 5)
   unary, binary = ("x", "sigmoid", "zero"), ("mul", "max")
-  got = E.mlp_logits(params, x, jnp.array([0, 1, 0]), unary, binary)  # x * sigmoid(x)
+  got = search_child.mlp_logits(params, x, jnp.array([0, 1, 0]), unary, binary)  # x * sigmoid(x)
   (w1, b1), (w2, b2) = params
   h = x @ w1 + b1
   np.testing.assert_allclose(got, (h / (1 + np.exp(-h))) @ w2 + b2, rtol=1e-5, atol=1e-6)
