@@ -3,21 +3,16 @@
 Interrupted anywhere and restarted, ``execute`` redoes no completed run and repairs a member
 whose files are partial. Each member's workdir is inspected first (:func:`inspect_member`):
 
-==========================================================  =========  ======================
-member's files                                               state      repair
-==========================================================  =========  ======================
-none (or an empty folder)                                    ``new``    none: train
-a finished ``summary.json`` and ``metrics.jsonl`` ending at  ``done``   none: skipped
-its evaluations
-no summary, or an unfinished / unreadable one                ``resume`` summary moved aside,
-                                                                        a partial last line of
-                                                                        metrics.jsonl dropped;
-                                                                        the loop resumes from
-                                                                        its newest checkpoint
-a finished summary whose metrics are missing, unreadable or  ``redo``   the workdir moved aside
-end elsewhere; an unreadable config.json; checkpoints with              (``<dir>.partial``),
-no metrics.jsonl                                                        trained from scratch
-==========================================================  =========  ======================
+* ``new``: no files (or an empty folder). Trained.
+* ``done``: a finished ``summary.json`` (completed, early_stopped, diverged) and a
+  ``metrics.jsonl`` that holds its final evaluation and nothing later (a run that diverged
+  before its first evaluation has none). Skipped.
+* ``resume``: no summary, or an unfinished (preempted) or unreadable one. The summary is moved
+  aside, a partial last line of metrics.jsonl (a process killed while appending) dropped, and
+  the loop resumes from its newest checkpoint.
+* ``redo``: a finished summary whose metrics are missing, unreadable or end elsewhere; an
+  unreadable config.json; checkpoints without metrics.jsonl. The workdir is moved aside
+  (``<dir>.partial``) and the run trained from scratch.
 
 Nothing is deleted: what a repair replaces is renamed ``*.partial`` (``.partial.1``, ...).
 Same seed, same result, so a redone member ends where the lost one would have.
@@ -111,6 +106,8 @@ def inspect_member(workdir: str) -> MemberState:
     if partial_tail:
       return MemberState("redo", "metrics.jsonl ends in a partial line after the run finished")
     if not records:
+      if summary["status"] == "diverged":  # may stop before its first evaluation
+        return MemberState("done")
       return MemberState("redo", "summary.json without metrics.jsonl records")
     final_step = (summary.get("final") or {}).get("step")
     steps = [r["step"] for r in records]

@@ -27,6 +27,9 @@ CASES = {
         {"summary.json": json.dumps({**SUMMARY, "status": "early_stopped",
                                      "final": RECORDS[0]}),
          "metrics.jsonl": _metrics(RECORDS)}, "done", ""),
+    "diverged_before_evaluating": (
+        {"summary.json": json.dumps({"status": "diverged", "step": 3, "final": None})},
+        "done", ""),
     "summary_without_metrics": ({"summary.json": json.dumps(SUMMARY)}, "redo",
                                 "without metrics"),
     "metrics_short_of_final": ({"summary.json": json.dumps(SUMMARY),
