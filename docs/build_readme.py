@@ -8,7 +8,9 @@ relative to the repository root.
 Generated tables: a line ``{{include:../studies/<name>.md}}`` in a section is replaced by
 that file, a leaderboard the compare harness wrote from its runs; a line
 ``{{results:../results/<name>.json}}`` by the ``report`` of a results file an experiment
-script wrote (``--publish``). Numbers in those tables are never typed by hand.
+script wrote (``--publish``); a line ``{{bench:../benchmarks/<file>.json#<section>}}`` by a
+table of that section of a benchmark results file (``BENCH_TABLES``). Numbers in those tables
+are never typed by hand.
 """
 
 import json
@@ -39,18 +41,45 @@ ORDER = (
     "gpu_check.md",
     "_tail.md",
 )
-_DIRECTIVE = re.compile(r"^\{\{(include|results):([^}]+)\}\}$", re.MULTILINE)
+_DIRECTIVE = re.compile(r"^\{\{(include|results|bench):([^}]+)\}\}$", re.MULTILINE)
+
+
+def _scaling_table(section: dict) -> str:
+  """Steps/s per parallel mode (rows) and forced device count (columns)."""
+  rows = section["rows"]
+  devices = sorted({r["devices"] for r in rows})
+  label = {"jit": "jit (mesh + NamedSharding)", "pmap": "pmap"}
+  lines = ["| parallel | " + " | ".join(f"{n} device{'s' if n > 1 else ''}" for n in devices)
+           + " |", "|---|" + "---:|" * len(devices)]
+  for mode in dict.fromkeys(r["parallel"] for r in rows):
+    cells = []
+    for n in devices:
+      r = next((r for r in rows if r["parallel"] == mode and r["devices"] == n), {})
+      sps = r.get("steps_per_sec")
+      cells.append("timed out" if r.get("timed_out") else "n/a" if sps is None else f"{sps:.0f}")
+    lines.append(f"| {label.get(mode, mode)} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+# benchmark results section -> its README table (experiments/bench/report.py writes the file).
+BENCH_TABLES = {"scaling": _scaling_table}
 
 
 def _expand(text: str, section: pathlib.Path) -> str:
   """Replaces the ``{{include:..}}`` / ``{{results:..}}`` lines of one section."""
   def replace(match: re.Match) -> str:
     kind, rel = match.group(1), match.group(2).strip()
-    path = (section.parent / rel).resolve()
+    path = (section.parent / rel.split("#")[0]).resolve()
     if not path.exists():
       raise FileNotFoundError(f"{section.name}: {{{{{kind}:{rel}}}}} names a missing file {path}")
     if kind == "include":
       return path.read_text().strip()
+    if kind == "bench":
+      if "#" not in rel or rel.rsplit("#", 1)[1] not in BENCH_TABLES:
+        raise ValueError(f"{section.name}: {{{{bench:{rel}}}}} needs '#<section>', one of "
+                         f"{', '.join(BENCH_TABLES)}")
+      return BENCH_TABLES[rel.rsplit("#", 1)[1]](json.loads(path.read_text())[
+          rel.rsplit("#", 1)[1]])
     report = json.loads(path.read_text()).get("report", "")
     return "```\n" + report.strip() + "\n```"
   return _DIRECTIVE.sub(replace, text)

@@ -52,3 +52,12 @@ def test_check_exit_status():
   proc = subprocess.run([sys.executable, str(REPO / "docs" / "build_readme.py"), "--check"],
                         capture_output=True, text=True, timeout=60)
   assert proc.returncode == 0, proc.stderr
+
+
+def test_scaling_table_from_a_benchmark_file():
+  rows = [{"parallel": "jit", "devices": 1, "steps_per_sec": 846.7, "timed_out": False},
+          {"parallel": "jit", "devices": 2, "timed_out": True},
+          {"parallel": "pmap", "devices": 1, "steps_per_sec": 1044.7, "timed_out": False}]
+  assert build_readme.BENCH_TABLES["scaling"]({"rows": rows}).splitlines() == [
+      "| parallel | 1 device | 2 devices |", "|---|---:|---:|",
+      "| jit (mesh + NamedSharding) | 847 | timed out |", "| pmap | 1045 | n/a |"]
