@@ -16,7 +16,7 @@ import build_readme  # pylint: disable=g-import-not-at-top,wrong-import-position
 @pytest.fixture
 def tree(tmp_path):
   """A copy of the repository's README sources and the files they include."""
-  for sub in ("docs/readme", "docs/studies", "docs/results"):
+  for sub in ("docs/readme", "docs/studies", "docs/results", "docs/benchmarks"):
     if (REPO / sub).exists():
       shutil.copytree(REPO / sub, tmp_path / sub)
   (tmp_path / "README.md").write_text(build_readme.build(tmp_path))
