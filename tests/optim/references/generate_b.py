@@ -1,0 +1,220 @@
+"""Records float64 reference trajectories of Muon, Shampoo, SOAP, Sophia, Prodigy, D-Adapt Adam.
+
+Runs under a separate environment with PyTorch and the reference packages (never a
+flaxopt dependency)::
+
+    /work/venv-ref/bin/python tests/optim/references/generate_b.py [--only NAME]
+
+Writes ``tests/optim/references/b_<name>.npz``: for each case ``<case>/<leaf>`` holds the
+parameter trajectory (steps + 1, *shape) in flaxopt's layout, and ``meta`` a JSON string
+(reference package and version, hyperparameters, problem). ``tests/optim/test_modern_b.py``
+replays the same cases with flaxopt and compares; when torch is importable it also calls
+``run_case`` live.
+
+The problem: a two-layer linear model ``f(x) = x W1 W2 + b`` on fixed data, loss
+``0.5 * mean_n ||f(x_n) - y_n||^2``; matrix (4x6, 6x3) and bias (3,) parameters, exact
+gradients by autograd in float64, no randomness after the data. The cases list below
+is plain data (importable without torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import math
+import os
+import sys
+import textwrap
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+STEPS = 30
+SHAPES = {"w1": (4, 6), "w2": (6, 3), "b": (3,)}
+
+
+def problem():
+  """Fixed data and initial parameters (float64 NumPy), flaxopt layout."""
+  rng = np.random.RandomState(20261202)
+  x = rng.randn(16, 4)
+  y = rng.randn(16, 3)
+  params = {"w1": 0.5 * rng.randn(4, 6), "w2": 0.5 * rng.randn(6, 3), "b": 0.1 * rng.randn(3)}
+  return x, y, params
+
+
+def loss_np_like(xp, params, x, y):
+  """The loss written against an array namespace (numpy, jax.numpy or torch)."""
+  r = x @ params["w1"] @ params["w2"] + params["b"] - y
+  return 0.5 * (r * r).sum() / x.shape[0]
+
+
+def cosine(t: int, total: int = STEPS) -> float:
+  """The cosine schedule both sides use: 0.5 (1 + cos(pi t / total))."""
+  return 0.5 * (1.0 + math.cos(math.pi * min(t, total) / total))
+
+
+# name -> list of (case id, flaxopt kwargs, reference kwargs). "schedule": "cosine" in the
+# flaxopt kwargs means learning_rate * cosine(t) on both sides (LambdaLR in torch).
+CASES = {
+    "prodigy": [
+        ("default", dict(learning_rate=1.0, d0=1e-3), dict(lr=1.0, d0=1e-3)),
+        ("wd_bc_cosine", dict(learning_rate=1.0, d0=1e-3, weight_decay=0.1,
+                              use_bias_correction=True, schedule="cosine", b3=0.98,
+                              growth_rate=1.5),
+         dict(lr=1.0, d0=1e-3, weight_decay=0.1, use_bias_correction=True, beta3=0.98,
+              growth_rate=1.5)),
+        ("coupled_safeguard", dict(learning_rate=0.5, d0=1e-3, weight_decay=0.05,
+                                   decouple=False, safeguard_warmup=True, d_coef=2.0),
+         dict(lr=0.5, d0=1e-3, weight_decay=0.05, decouple=False, safeguard_warmup=True,
+              d_coef=2.0)),
+    ],
+    "dadapt_adam": [
+        ("default", dict(learning_rate=1.0, d0=1e-3), dict(lr=1.0, d0=1e-3)),
+        ("wd_bc_cosine", dict(learning_rate=1.0, d0=1e-3, weight_decay=0.1, decouple=True,
+                              use_bias_correction=True, schedule="cosine", growth_rate=2.0),
+         dict(lr=1.0, d0=1e-3, weight_decay=0.1, decouple=True, use_bias_correction=True,
+              growth_rate=2.0)),
+        ("coupled", dict(learning_rate=0.5, d0=1e-3, weight_decay=0.05, b1=0.8),
+         dict(lr=0.5, d0=1e-3, weight_decay=0.05, betas=(0.8, 0.999))),
+    ],
+    "muon": [
+        ("default", dict(learning_rate=0.02, mask="matrices", adam_learning_rate=0.01),
+         dict(lr=0.02, adam_lr=0.01)),
+        ("plain_wd_rms", dict(learning_rate=0.01, mask="matrices", nesterov=False,
+                              weight_decay=0.05, momentum=0.9, adjust_lr_fn="match_rms_adamw",
+                              adam_weight_decay=0.0, schedule="cosine"),
+         dict(lr=0.01, nesterov=False, weight_decay=0.05, momentum=0.9,
+              adjust_lr_fn="match_rms_adamw", adam_weight_decay=0.0)),
+    ],
+}
+
+
+# ----------------------------------------------------------------------------
+# The reference side (torch imported lazily: CASES is importable without it).
+# ----------------------------------------------------------------------------
+
+
+def _versions(*modules):
+  import importlib.metadata as md  # pylint: disable=import-outside-toplevel
+  out = {}
+  for m in modules:
+    try:
+      out[m] = md.version(m)
+    except md.PackageNotFoundError:
+      out[m] = None
+  return out
+
+
+def _muon_without_bf16():
+  """torch.optim.Muon with its Newton-Schulz bfloat16 cast replaced by a copy (.clone()).
+
+  A copy, not nothing: the iteration divides in place, and without a copy it would divide
+  the momentum buffer itself when nesterov=False (the cast is also a no-op copy-wise for
+  bfloat16 tensors, so torch 2.14 has that aliasing with bfloat16 params).
+  """
+  import torch  # pylint: disable=import-outside-toplevel
+  from torch.optim import _muon  # pylint: disable=import-outside-toplevel
+  if getattr(_muon._zeropower_via_newtonschulz, "flaxopt_no_bf16", False):
+    return torch.optim.Muon
+  src = textwrap.dedent(inspect.getsource(_muon._zeropower_via_newtonschulz))
+  if src.count(".bfloat16()") != 1:
+    raise RuntimeError("torch.optim.Muon's Newton-Schulz changed; update the patch.")
+  ns = dict(vars(_muon))
+  exec(src.replace(".bfloat16()", ".clone()"), ns)  # pylint: disable=exec-used
+  patched = ns["_zeropower_via_newtonschulz"]
+  patched.flaxopt_no_bf16 = True
+  _muon._zeropower_via_newtonschulz = patched
+  return torch.optim.Muon
+
+
+def _make_optimizers(name, ref_kwargs, tparams):
+  """(list of torch optimizers, layout) for one case; layout 'T' means torch holds W^T."""
+  import torch  # pylint: disable=import-outside-toplevel
+  kw = dict(ref_kwargs)
+  if name == "prodigy":
+    import prodigyopt  # pylint: disable=import-outside-toplevel
+    return [prodigyopt.Prodigy(list(tparams.values()), **kw)]
+  if name == "dadapt_adam":
+    import dadaptation  # pylint: disable=import-outside-toplevel
+    return [dadaptation.DAdaptAdam(list(tparams.values()), **kw)]
+  if name == "muon":
+    muon_cls = _muon_without_bf16()
+    adam_lr = kw.pop("adam_lr", kw["lr"])
+    adam_wd = kw.pop("adam_weight_decay", 0.01)
+    mats = [tparams["w1"], tparams["w2"]]
+    return [muon_cls(mats, **kw),
+            torch.optim.AdamW([tparams["b"]], lr=adam_lr, weight_decay=adam_wd)]
+  raise KeyError(name)
+
+
+LAYOUT_T = {"muon"}  # torch keeps (out, in) weights: it holds W^T.
+
+
+def run_case(name, case_id, steps=STEPS):
+  """The reference trajectory {leaf: (steps + 1, *shape)} in flaxopt's layout."""
+  import torch  # pylint: disable=import-outside-toplevel
+  torch.set_default_dtype(torch.float64)
+  _, ours, ref = next(c for c in CASES[name] if c[0] == case_id)
+  x, y, p0 = problem()
+  transposed = name in LAYOUT_T
+  tparams = {k: torch.tensor(v.T.copy() if (transposed and v.ndim == 2) else v,
+                             dtype=torch.float64, requires_grad=True) for k, v in p0.items()}
+  opts = _make_optimizers(name, ref, tparams)
+  scheds = []
+  if ours.get("schedule") == "cosine":
+    scheds = [torch.optim.lr_scheduler.LambdaLR(o, cosine) for o in opts]
+  xt, yt = torch.tensor(x), torch.tensor(y)
+
+  def as_ours(k, t):
+    v = t.detach().numpy().copy()
+    return v.T.copy() if (transposed and v.ndim == 2) else v
+
+  traj = {k: [as_ours(k, t)] for k, t in tparams.items()}
+  for _ in range(steps):
+    view = {k: (t.T if (transposed and t.ndim == 2) else t) for k, t in tparams.items()}
+    loss = loss_np_like(torch, view, xt, yt)
+    for o in opts:
+      o.zero_grad()
+    loss.backward()
+    for o in opts:
+      o.step()
+    for s in scheds:
+      s.step()
+    for k, t in tparams.items():
+      traj[k].append(as_ours(k, t))
+  return {k: np.stack(v) for k, v in traj.items()}
+
+
+REFERENCE_PACKAGES = {
+    "prodigy": ("prodigyopt", "prodigyopt.Prodigy"),
+    "dadapt_adam": ("dadaptation", "dadaptation.DAdaptAdam"),
+    "muon": ("torch", "torch.optim.Muon (bfloat16 cast removed) + torch.optim.AdamW"),
+}
+
+
+def write(name):
+  """Runs every case of ``name`` and writes b_<name>.npz."""
+  package, what = REFERENCE_PACKAGES[name]
+  arrays, cases = {}, []
+  for case_id, ours, ref in CASES[name]:
+    for leaf, traj in run_case(name, case_id).items():
+      arrays[f"{case_id}/{leaf}"] = traj
+    cases.append(dict(id=case_id, flaxopt=ours, reference=ref))
+  meta = dict(reference=what, versions=_versions(package, "torch"), steps=STEPS,
+              problem="two-layer linear least squares, generate_b.problem()", cases=cases)
+  path = os.path.join(HERE, f"b_{name}.npz")
+  np.savez_compressed(path, meta=np.array(json.dumps(meta, default=str)), **arrays)
+  print(f"wrote {path}: {len(cases)} cases, {meta['versions']}")
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--only", action="append", help="optimizer name(s) to regenerate")
+  args = parser.parse_args(argv)
+  for name in args.only or list(REFERENCE_PACKAGES):
+    write(name)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
