@@ -19,6 +19,7 @@ from flaxopt.optim import precond as _precond
 from flaxopt.optim import lr_free as _lr_free
 REGISTRY.update({
     "muon": _precond.muon,
+    "shampoo": _precond.shampoo,
     "prodigy": _lr_free.prodigy,
     "dadapt_adam": _lr_free.dadapt_adam,
 })

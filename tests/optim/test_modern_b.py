@@ -40,6 +40,7 @@ TOLERANCE = {
     "prodigy": (1e-8, 1e-12),
     "dadapt_adam": (1e-8, 1e-12),
     "muon": (1e-8, 1e-12),
+    "shampoo": (1e-8, 1e-12),
 }
 
 
@@ -187,9 +188,11 @@ CASES = [
          500),
     Case("prodigy", dict(learning_rate=optax.cosine_decay_schedule(1.0, 500)), 500),
     Case("dadapt_adam", dict(learning_rate=optax.cosine_decay_schedule(1.0, 500)), 500),
+    Case("shampoo", dict(learning_rate=optax.cosine_decay_schedule(0.05, 500),
+                         start_preconditioning_step=2, preconditioning_compute_steps=2), 500),
 ]
 IDS = [str(c) for c in CASES]
-NEW_NAMES = {"muon", "prodigy", "dadapt_adam"}
+NEW_NAMES = {"muon", "prodigy", "dadapt_adam", "shampoo"}
 
 PARABOLA_TARGET = {"w": jnp.array([[1.0, -1.0, 0.5], [2.0, 0.0, -0.5]]),
                    "b": jnp.array([1.0, -1.0, 1.0])}
@@ -284,6 +287,8 @@ INJECT = [
     ("prodigy", dict(learning_rate=1.0, weight_decay=0.1, d0=1e-3)),
     ("dadapt_adam", dict(learning_rate=1.0, weight_decay=0.1, d0=1e-3)),
     ("muon", dict(learning_rate=0.05, momentum=0.9, weight_decay=0.1, mask="matrices")),
+    ("shampoo", dict(learning_rate=0.05, weight_decay=0.1, start_preconditioning_step=1,
+                     preconditioning_compute_steps=2)),
 ]
 
 
@@ -291,11 +296,16 @@ INJECT = [
 def test_inject_hyperparams_matches_plain(name: str, kwargs: dict) -> None:
   """Traced hyperparameters are not validated (no error) and give the same updates."""
   params, grads = _small_problem()
-  static = {"muon": ("ns_steps",), "prodigy": (), "dadapt_adam": ()}[name]  # Loop counts.
+  static = {"muon": ("ns_steps",), "prodigy": (), "dadapt_adam": (),  # Counts and shapes.
+            "shampoo": ("block_size", "start_preconditioning_step", "statistics_compute_steps",
+                        "preconditioning_compute_steps", "inverse_exponent_override")}[name]
   injected = optax.inject_hyperparams(optim.REGISTRY[name], static_args=static)(**kwargs)
   got, _ = _run_updates(injected, params, grads)
   want, _ = _run_updates(optim.REGISTRY[name](**kwargs), params, grads)
-  chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-8)
+  # Shampoo: float32 hyperparameter arrays vs Python floats, through R^{-1/4} of a rank-2
+  # 3x3 statistic (eigenvalues ~matrix_eps), differ by a few 1e-5 relative.
+  rtol = 1e-4 if name == "shampoo" else 1e-5
+  chex.assert_trees_all_close(got, want, rtol=rtol, atol=1e-8)
 
 
 # ----------------------------------------------------------------------------
@@ -331,6 +341,20 @@ BAD = [
     ("dadapt_adam", dict(d0=-1e-6), "d0"),
     ("dadapt_adam", dict(growth_rate=0.9), "growth_rate"),
     ("dadapt_adam", dict(eps=-1.0), "eps"),
+    ("shampoo", dict(learning_rate=0.0), "learning_rate"),
+    ("shampoo", dict(learning_rate=0.1, b1=1.0), "b1"),
+    ("shampoo", dict(learning_rate=0.1, b2=1.0), "b2"),
+    ("shampoo", dict(learning_rate=0.1, block_size=0), "block_size"),
+    ("shampoo", dict(learning_rate=0.1, block_size=2.5), "block_size"),
+    ("shampoo", dict(learning_rate=0.1, graft_type="adam"), "graft_type"),
+    ("shampoo", dict(learning_rate=0.1, preconditioning_compute_steps=0),
+     "preconditioning_compute_steps"),
+    ("shampoo", dict(learning_rate=0.1, statistics_compute_steps=0), "statistics_compute_steps"),
+    ("shampoo", dict(learning_rate=0.1, start_preconditioning_step=-1),
+     "start_preconditioning_step"),
+    ("shampoo", dict(learning_rate=0.1, matrix_eps=0.0), "matrix_eps"),
+    ("shampoo", dict(learning_rate=0.1, diagonal_eps=-1.0), "diagonal_eps"),
+    ("shampoo", dict(learning_rate=0.1, weight_decay=float("nan")), "weight_decay"),
 ]
 
 
@@ -352,3 +376,12 @@ def test_zero_gradient_step_moves_nothing_and_keeps_d() -> None:
     chex.assert_trees_all_equal(u, zeros)
     assert float(new_state[0].d) == float(state[0].d)
     assert int(new_state[0].k) == 0
+
+
+def test_shampoo_block_size_must_divide_and_names_the_leaf() -> None:
+  params = {"conv": {"kernel": jnp.ones((3, 3, 2, 8))}, "b": jnp.ones(5)}
+  with pytest.raises(ValueError, match=r"block_size=4 does not divide dimension 18.*'conv'"):
+    optim.shampoo(0.1, block_size=4).init(params)
+  state = optim.shampoo(0.1, block_size=2).init(params)  # (18, 8) in 9 x 4 blocks of 2 x 2.
+  assert state[0].stats_l["conv"]["kernel"].shape == (9, 4, 2, 2)
+  assert state[0].stats_l["b"].shape == (0,)  # 1-D leaves take the graft step.

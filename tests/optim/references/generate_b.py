@@ -12,7 +12,7 @@ replays the same cases with flaxopt and compares; when torch is importable it al
 ``run_case`` live.
 
 The problem: a two-layer linear model ``f(x) = x W1 W2 + b`` on fixed data, loss
-``0.5 * mean_n ||f(x_n) - y_n||^2``; matrix (4x6, 6x3) and bias (3,) parameters, exact
+``0.5 * mean_n ||f(x_n) - y_n||^2``; matrix (3x6, 6x2) and bias (2,) parameters, exact
 gradients by autograd in float64, no randomness after the data. The cases list below
 is plain data (importable without torch).
 """
@@ -31,15 +31,15 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STEPS = 30
-SHAPES = {"w1": (4, 6), "w2": (6, 3), "b": (3,)}
+SHAPES = {"w1": (3, 6), "w2": (6, 2), "b": (2,)}
 
 
 def problem():
   """Fixed data and initial parameters (float64 NumPy), flaxopt layout."""
   rng = np.random.RandomState(20261202)
-  x = rng.randn(16, 4)
-  y = rng.randn(16, 3)
-  params = {"w1": 0.5 * rng.randn(4, 6), "w2": 0.5 * rng.randn(6, 3), "b": 0.1 * rng.randn(3)}
+  x = rng.randn(16, SHAPES["w1"][0])
+  y = rng.randn(16, SHAPES["b"][0])
+  params = {k: (0.5 if len(v) == 2 else 0.1) * rng.randn(*v) for k, v in SHAPES.items()}
   return x, y, params
 
 
@@ -86,6 +86,30 @@ CASES = {
                               adam_weight_decay=0.0, schedule="cosine"),
          dict(lr=0.01, nesterov=False, weight_decay=0.05, momentum=0.9,
               adjust_lr_fn="match_rms_adamw", adam_weight_decay=0.0)),
+    ],
+    # graft_type ints: pytorch_optimizer LayerWiseGrafting (0 none, 1 sgd, 2 adagrad,
+    # 3 rmsprop, 4 sqrtn). Always use_svd=True, shape_interpretation=False (see precond.py).
+    "shampoo": [
+        ("rmsprop_graft", dict(learning_rate=0.05, b2=0.99, start_preconditioning_step=5,
+                               preconditioning_compute_steps=3),
+         dict(lr=0.05, betas=(0.9, 0.99), graft_type=3, start_preconditioning_step=5,
+              preconditioning_compute_steps=3)),
+        ("blocked_adagrad_coupled", dict(learning_rate=0.1, block_size=3, graft_type="adagrad",
+                                         weight_decay=0.01, moving_average_for_momentum=True,
+                                         nesterov=False, statistics_compute_steps=2,
+                                         preconditioning_compute_steps=2,
+                                         start_preconditioning_step=1, schedule="cosine"),
+         dict(lr=0.1, block_size=3, graft_type=2, weight_decay=0.01,
+              moving_average_for_momentum=True, nesterov=False, statistics_compute_steps=2,
+              preconditioning_compute_steps=2, start_preconditioning_step=1)),
+        ("sgd_graft_decoupled", dict(learning_rate=0.02, graft_type="sgd", b2=0.95,
+                                     weight_decay=0.1, decoupled_weight_decay=True,
+                                     inverse_exponent_override=2, block_size=6,
+                                     start_preconditioning_step=3,
+                                     preconditioning_compute_steps=1, matrix_eps=1e-3),
+         dict(lr=0.02, graft_type=1, betas=(0.9, 0.95), weight_decay=0.1,
+              decoupled_weight_decay=True, inverse_exponent_override=2, block_size=6,
+              start_preconditioning_step=3, preconditioning_compute_steps=1, matrix_eps=1e-3)),
     ],
 }
 
@@ -145,6 +169,10 @@ def _make_optimizers(name, ref_kwargs, tparams):
     mats = [tparams["w1"], tparams["w2"]]
     return [muon_cls(mats, **kw),
             torch.optim.AdamW([tparams["b"]], lr=adam_lr, weight_decay=adam_wd)]
+  if name == "shampoo":
+    from pytorch_optimizer import ScalableShampoo  # pylint: disable=import-outside-toplevel
+    return [ScalableShampoo(list(tparams.values()), use_svd=True, shape_interpretation=False,
+                            **kw)]
   raise KeyError(name)
 
 
@@ -190,6 +218,8 @@ REFERENCE_PACKAGES = {
     "prodigy": ("prodigyopt", "prodigyopt.Prodigy"),
     "dadapt_adam": ("dadaptation", "dadaptation.DAdaptAdam"),
     "muon": ("torch", "torch.optim.Muon (bfloat16 cast removed) + torch.optim.AdamW"),
+    "shampoo": ("pytorch_optimizer", "pytorch_optimizer.ScalableShampoo(use_svd=True, "
+                "shape_interpretation=False)"),
 }
 
 
