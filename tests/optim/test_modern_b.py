@@ -41,6 +41,7 @@ TOLERANCE = {
     "dadapt_adam": (1e-8, 1e-12),
     "muon": (1e-8, 1e-12),
     "shampoo": (1e-8, 1e-12),
+    "sophia": (1e-8, 1e-12),
 }
 
 
@@ -68,18 +69,22 @@ def _our_trajectory(name: str, kwargs: dict, steps: int = gen.STEPS) -> dict:
     params = {k: jnp.asarray(v) for k, v in p0.items()}
     tx = _our_optimizer(name, kwargs)
     loss = lambda p: gen.loss_np_like(jnp, p, x, y)
+    # Sophia: the same Hutchinson probes as the reference (injected on both sides).
+    probes = jax.tree.map(lambda *z: jnp.asarray(np.stack(z)),
+                          *[gen.sophia_probe(t) for t in range(1, steps + 1)])
 
     @jax.jit
-    def run(params):
-      def body(carry, _):
+    def run(params, probes):
+      def body(carry, probe):
         p, state = carry
-        u, state = tx.update(jax.grad(loss)(p), state, p)
+        extra = dict(value_fn=loss, probe=probe) if name == "sophia" else {}
+        u, state = tx.update(jax.grad(loss)(p), state, p, **extra)
         p = optax.apply_updates(p, u)
         return (p, state), p
-      _, traj = jax.lax.scan(body, (params, tx.init(params)), None, length=steps)
+      _, traj = jax.lax.scan(body, (params, tx.init(params)), probes, length=steps)
       return traj
 
-    traj = run(params)
+    traj = run(params, probes)
     return {k: np.concatenate([np.asarray(params[k])[None], np.asarray(traj[k])])
             for k in params}
 
@@ -179,6 +184,12 @@ class Case:
   def make(self, **overrides: Any) -> optax.GradientTransformation:
     return optim.REGISTRY[self.name](**{**self.kwargs, **overrides})
 
+  def extra(self, value_fn, step) -> dict:
+    """Extra args of ``update``: Sophia needs the loss and a key for its Hessian probe."""
+    if self.name != "sophia":
+      return {}
+    return dict(value_fn=value_fn, key=jax.random.fold_in(jax.random.key(0), step))
+
   def __str__(self) -> str:
     return f"{self.name}({','.join(k for k in self.kwargs if k != 'learning_rate')})"
 
@@ -190,9 +201,11 @@ CASES = [
     Case("dadapt_adam", dict(learning_rate=optax.cosine_decay_schedule(1.0, 500)), 500),
     Case("shampoo", dict(learning_rate=optax.cosine_decay_schedule(0.05, 500),
                          start_preconditioning_step=2, preconditioning_compute_steps=2), 500),
+    Case("sophia", dict(learning_rate=optax.cosine_decay_schedule(0.05, 500), gamma=1.0,
+                        update_period=2), 500),
 ]
 IDS = [str(c) for c in CASES]
-NEW_NAMES = {"muon", "prodigy", "dadapt_adam", "shampoo"}
+NEW_NAMES = {"muon", "prodigy", "dadapt_adam", "shampoo", "sophia"}
 
 PARABOLA_TARGET = {"w": jnp.array([[1.0, -1.0, 0.5], [2.0, 0.0, -0.5]]),
                    "b": jnp.array([1.0, -1.0, 1.0])}
@@ -210,12 +223,20 @@ def _small_problem(dtype=jnp.float32):
   return params, grads
 
 
-def _run_updates(tx, params, grads, jit=True):
-  update = jax.jit(tx.update) if jit else tx.update
+def _small_loss(params):
+  """A loss whose gradient at the small problem's params is not the grads above (any will do)."""
+  return sum(jnp.sum(jnp.cos(x.astype(jnp.float32))) for x in jax.tree.leaves(params))
+
+
+def _run_updates(tx, params, grads, jit=True, case=None):
+  def update(g, state, params, t):
+    extra = case.extra(_small_loss, t) if case is not None else {}
+    return tx.update(g, state, params, **extra)
+  update = jax.jit(update) if jit else update
   state = tx.init(params)
   out = []
-  for g in grads:
-    u, state = update(g, state, params)
+  for t, g in enumerate(grads):
+    u, state = update(g, state, params, t)
     params = optax.apply_updates(params, u)
     out.append(u)
   return out, state
@@ -232,9 +253,9 @@ def test_minimizes_parabola(case: Case) -> None:
 
   @jax.jit
   def run(x):
-    def body(_, carry):
+    def body(t, carry):
       x, state = carry
-      u, state = tx.update(jax.grad(_parabola)(x), state, x)
+      u, state = tx.update(jax.grad(_parabola)(x), state, x, **case.extra(_parabola, t))
       return optax.apply_updates(x, u), state
     return jax.lax.fori_loop(0, case.steps, body, (x, tx.init(x)))[0]
 
@@ -248,7 +269,7 @@ def test_keeps_dtype_and_state_structure(case: Case) -> None:
     params, grads = _small_problem(dtype)
     tx = case.make()
     state0 = tx.init(params)
-    updates, state = _run_updates(tx, params, grads)
+    updates, state = _run_updates(tx, params, grads, case=case)
     for u in updates:
       chex.assert_trees_all_equal_dtypes(u, params)
       chex.assert_tree_all_finite(u)
@@ -264,13 +285,13 @@ def test_no_recompilation_on_second_update(case: Case) -> None:
   traces = []
 
   @jax.jit
-  def update(g, state, params):
+  def update(g, state, params, t):
     traces.append(1)
-    return tx.update(g, state, params)
+    return tx.update(g, state, params, **case.extra(_small_loss, t))
 
   state = tx.init(params)
-  for g in grads:
-    _, state = update(g, state, params)
+  for t, g in enumerate(grads):
+    _, state = update(g, state, params, t)
   assert len(traces) == 1
   assert update._cache_size() == 1  # pylint: disable=protected-access
 
@@ -279,7 +300,7 @@ def test_no_recompilation_on_second_update(case: Case) -> None:
 def test_registry_builds_it(case: Case) -> None:
   params, grads = _small_problem()
   tx = registry.get("optimizer", case.name, **case.kwargs)
-  u, _ = tx.update(grads[0], tx.init(params), params)
+  u, _ = tx.update(grads[0], tx.init(params), params, **case.extra(_small_loss, 0))
   chex.assert_tree_all_finite(u)
 
 
@@ -289,6 +310,7 @@ INJECT = [
     ("muon", dict(learning_rate=0.05, momentum=0.9, weight_decay=0.1, mask="matrices")),
     ("shampoo", dict(learning_rate=0.05, weight_decay=0.1, start_preconditioning_step=1,
                      preconditioning_compute_steps=2)),
+    ("sophia", dict(learning_rate=0.05, gamma=0.5, weight_decay=0.1, update_period=2)),
 ]
 
 
@@ -297,11 +319,13 @@ def test_inject_hyperparams_matches_plain(name: str, kwargs: dict) -> None:
   """Traced hyperparameters are not validated (no error) and give the same updates."""
   params, grads = _small_problem()
   static = {"muon": ("ns_steps",), "prodigy": (), "dadapt_adam": (),  # Counts and shapes.
+            "sophia": ("update_period",),
             "shampoo": ("block_size", "start_preconditioning_step", "statistics_compute_steps",
                         "preconditioning_compute_steps", "inverse_exponent_override")}[name]
   injected = optax.inject_hyperparams(optim.REGISTRY[name], static_args=static)(**kwargs)
-  got, _ = _run_updates(injected, params, grads)
-  want, _ = _run_updates(optim.REGISTRY[name](**kwargs), params, grads)
+  case = Case(name, kwargs, 0)
+  got, _ = _run_updates(injected, params, grads, case=case)
+  want, _ = _run_updates(optim.REGISTRY[name](**kwargs), params, grads, case=case)
   # Shampoo: float32 hyperparameter arrays vs Python floats, through R^{-1/4} of a rank-2
   # 3x3 statistic (eigenvalues ~matrix_eps), differ by a few 1e-5 relative.
   rtol = 1e-4 if name == "shampoo" else 1e-5
@@ -355,6 +379,16 @@ BAD = [
     ("shampoo", dict(learning_rate=0.1, matrix_eps=0.0), "matrix_eps"),
     ("shampoo", dict(learning_rate=0.1, diagonal_eps=-1.0), "diagonal_eps"),
     ("shampoo", dict(learning_rate=0.1, weight_decay=float("nan")), "weight_decay"),
+    ("sophia", dict(learning_rate=-0.1), "learning_rate"),
+    ("sophia", dict(learning_rate=0.1, b1=1.0), "b1"),
+    ("sophia", dict(learning_rate=0.1, b2=2.0), "b2"),
+    ("sophia", dict(learning_rate=0.1, gamma=0.0), "gamma"),
+    ("sophia", dict(learning_rate=0.1, eps=-1.0), "eps"),
+    ("sophia", dict(learning_rate=0.1, update_period=0), "update_period"),
+    ("sophia", dict(learning_rate=0.1, estimator="fisher"), "estimator"),
+    ("sophia", dict(learning_rate=0.1, probe_distribution="uniform"), "probe_distribution"),
+    ("sophia", dict(learning_rate=0.1, estimator="gnb"), "batch_size"),
+    ("sophia", dict(learning_rate=0.1, weight_decay=-1.0), "weight_decay"),
 ]
 
 
@@ -385,3 +419,49 @@ def test_shampoo_block_size_must_divide_and_names_the_leaf() -> None:
   state = optim.shampoo(0.1, block_size=2).init(params)  # (18, 8) in 9 x 4 blocks of 2 x 2.
   assert state[0].stats_l["conv"]["kernel"].shape == (9, 4, 2, 2)
   assert state[0].stats_l["b"].shape == (0,)  # 1-D leaves take the graft step.
+
+
+def test_sophia_needs_its_extra_args() -> None:
+  params, grads = _small_problem()
+  tx = optim.sophia(0.1)
+  with pytest.raises(ValueError, match="value_fn"):
+    tx.update(grads[0], tx.init(params), params)
+  with pytest.raises(ValueError, match="key"):
+    tx.update(grads[0], tx.init(params), params, value_fn=_small_loss)
+
+
+def test_sophia_gnb_estimate_is_unbiased_for_the_fisher_diagonal() -> None:
+  """E[B g_hat^2] over labels drawn from the model = (1/B) sum_i sum_c p_ic (d l(x_i, c))^2.
+
+  The expectation is taken exactly: every label vector (5^3 of them) weighted by its
+  probability. ``value_fn(params, key)`` receives the label vector as its "key".
+  """
+  rng = np.random.RandomState(0)
+  n, k = 3, 5
+  x = jnp.asarray(rng.randn(n, 3), jnp.float32)
+  params = {"w": jnp.asarray(0.5 * rng.randn(3, k), jnp.float32), "b": jnp.zeros(k)}
+  logits_fn = lambda p: x @ p["w"] + p["b"]
+  log_probs = lambda p: jax.nn.log_softmax(logits_fn(p))
+  ce = lambda p, labels: -jnp.mean(jnp.take_along_axis(log_probs(p), labels[:, None], axis=1))
+
+  tx = optim.scale_by_sophia(b2=0.0, estimator="gnb", batch_size=n, update_period=1)
+  labels = jnp.asarray(np.array(np.meshgrid(*[np.arange(k)] * n)).reshape(n, -1).T)
+
+  @jax.jit
+  def expected_and_fisher(params):
+    state0 = tx.init(params)
+    weights = jnp.exp(sum(log_probs(params)[i][labels[:, i]] for i in range(n)))
+    estimates = jax.vmap(lambda y: tx.update(params, state0, params, value_fn=ce,
+                                             key=y)[1].hessian)(labels)
+    got = jax.tree.map(lambda h: jnp.tensordot(weights, h, axes=1), estimates)
+    probs = jnp.exp(log_probs(params))
+    per_example = jax.vmap(jax.vmap(  # d l(x_i, c) / d params for every example and class.
+        lambda i, c: jax.grad(lambda p: -log_probs(p)[i, c])(params),
+        in_axes=(None, 0)), in_axes=(0, None))(jnp.arange(n), jnp.arange(k))
+    fisher = jax.tree.map(lambda g: jnp.einsum("ic,ic...->...", probs, g * g) / n,
+                          per_example)
+    return jnp.sum(weights), got, fisher
+
+  total, got, fisher = expected_and_fisher(params)
+  np.testing.assert_allclose(float(total), 1.0, rtol=1e-5)
+  chex.assert_trees_all_close(got, fisher, rtol=1e-4, atol=1e-7)

@@ -111,7 +111,24 @@ CASES = {
               decoupled_weight_decay=True, inverse_exponent_override=2, block_size=6,
               start_preconditioning_step=3, preconditioning_compute_steps=1, matrix_eps=1e-3)),
     ],
+    # SophiaH's lr' clip(m / max(h, eps'), p) is ours with lr = lr' p, gamma = p,
+    # eps = p eps', weight_decay = wd' / p. Probes injected on both sides (sophia_probe).
+    "sophia": [
+        ("period3", dict(learning_rate=0.5 * 0.1, gamma=0.1, eps=0.1 * 1e-12, b1=0.9, b2=0.95,
+                         update_period=3),
+         dict(lr=0.5, p=0.1, eps=1e-12, betas=(0.9, 0.95), update_period=3)),
+        ("every_step_wd_cosine", dict(learning_rate=0.2 * 0.05, gamma=0.05, eps=0.05 * 1e-3,
+                                      weight_decay=0.2 / 0.05, update_period=1,
+                                      schedule="cosine"),
+         dict(lr=0.2, p=0.05, eps=1e-3, weight_decay=0.2, update_period=1)),
+    ],
 }
+
+
+def sophia_probe(step: int) -> dict:
+  """The Hutchinson probe of step ``step`` (from 1): N(0, I), fixed seed, flaxopt layout."""
+  rng = np.random.RandomState(1000 + step)
+  return {k: rng.randn(*v) for k, v in SHAPES.items()}
 
 
 # ----------------------------------------------------------------------------
@@ -173,6 +190,9 @@ def _make_optimizers(name, ref_kwargs, tparams):
     from pytorch_optimizer import ScalableShampoo  # pylint: disable=import-outside-toplevel
     return [ScalableShampoo(list(tparams.values()), use_svd=True, shape_interpretation=False,
                             **kw)]
+  if name == "sophia":
+    from pytorch_optimizer import SophiaH  # pylint: disable=import-outside-toplevel
+    return [SophiaH(list(tparams.values()), **kw)]
   raise KeyError(name)
 
 
@@ -199,14 +219,26 @@ def run_case(name, case_id, steps=STEPS):
     return v.T.copy() if (transposed and v.ndim == 2) else v
 
   traj = {k: [as_ours(k, t)] for k, t in tparams.items()}
-  for _ in range(steps):
+  for step in range(1, steps + 1):
     view = {k: (t.T if (transposed and t.ndim == 2) else t) for k, t in tparams.items()}
     loss = loss_np_like(torch, view, xt, yt)
     for o in opts:
       o.zero_grad()
-    loss.backward()
-    for o in opts:
-      o.step()
+    if name == "sophia" and (step - 1) % ref["update_period"] == 0:
+      # SophiaH's own Hutchinson code path, with our probe instead of torch.randn_like.
+      loss.backward(create_graph=True)
+      names = list(tparams)
+      zs = [torch.tensor(sophia_probe(step)[k]) for k in names]
+      grads = [tparams[k].grad for k in names]
+      h_zs = torch.autograd.grad(grads, [tparams[k] for k in names], grad_outputs=zs)
+      hessian = [(hz * z).detach() for hz, z in zip(h_zs, zs)]
+      for k in names:
+        tparams[k].grad = tparams[k].grad.detach()
+      opts[0].step(hessian=hessian)
+    else:
+      loss.backward()
+      for o in opts:
+        o.step()
     for s in scheds:
       s.step()
     for k, t in tparams.items():
@@ -220,6 +252,8 @@ REFERENCE_PACKAGES = {
     "muon": ("torch", "torch.optim.Muon (bfloat16 cast removed) + torch.optim.AdamW"),
     "shampoo": ("pytorch_optimizer", "pytorch_optimizer.ScalableShampoo(use_svd=True, "
                 "shape_interpretation=False)"),
+    "sophia": ("pytorch_optimizer", "pytorch_optimizer.SophiaH, step(hessian=z * Hz) with "
+               "injected probes z"),
 }
 
 
