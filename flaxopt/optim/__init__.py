@@ -22,6 +22,7 @@ from flaxopt.optim import hessian_diag as _hessian_diag
 REGISTRY.update({
     "muon": _precond.muon,
     "shampoo": _precond.shampoo,
+    "soap": _precond.soap,
     "sophia": _hessian_diag.sophia,
     "prodigy": _lr_free.prodigy,
     "dadapt_adam": _lr_free.dadapt_adam,

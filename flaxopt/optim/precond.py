@@ -30,6 +30,9 @@ __all__ = [
     "matrix_inverse_root",
     "scale_by_shampoo",
     "shampoo",
+    "ScaleBySoapState",
+    "scale_by_soap",
+    "soap",
 ]
 
 # Jordan et al. 2024's quintic coefficients (a, b, c), as torch.optim.Muon and optax.
@@ -504,4 +507,218 @@ def shampoo(learning_rate: hp.ScalarOrSchedule,
                        start_preconditioning_step, preconditioning_compute_steps,
                        statistics_compute_steps, inverse_exponent_override, diagonal_eps,
                        matrix_eps, weight_decay, decoupled_weight_decay),
+      transform.scale_by_learning_rate(learning_rate))
+
+
+# ----------------------------------------------------------------------------
+# SOAP: Adam in Shampoo's eigenbasis (Vyas et al. 2024).
+# ----------------------------------------------------------------------------
+
+
+class ScaleBySoapState(NamedTuple):
+  """Adam moments (``exp_avg`` in the parameter basis, ``exp_avg_sq`` in the eigenbasis),
+  Shampoo statistics ``gg_l``/``gg_r`` and their eigenbases ``q_l``/``q_r`` per leaf
+  (``(m, m)``/``(n, n)`` for a leaf viewed as ``(m, n)``; zero-size where a side is not
+  preconditioned: 1-D leaves, or a side longer than ``max_precondition_dim``)."""
+  count: jax.Array
+  exp_avg: Any
+  exp_avg_sq: Any
+  gg_l: Any
+  gg_r: Any
+  q_l: Any
+  q_r: Any
+
+
+def _eigenbasis(gg: jax.Array) -> jax.Array:
+  """Eigenvectors of ``gg`` by decreasing eigenvalue (``eigh``, then flipped)."""
+  return jnp.flip(jnp.linalg.eigh(gg)[1], axis=1)
+
+
+def _power_qr(gg: jax.Array, q: jax.Array, v: jax.Array, axis: int):
+  """One power iteration + QR from ``q``; reorders ``v`` along ``axis`` by the estimates."""
+  mp = gg @ q
+  est = jnp.sum(q * mp, axis=0)
+  order = jnp.argsort(-est)
+  return jnp.linalg.qr(mp[:, order])[0], jnp.take(v, order, axis=axis)
+
+
+def scale_by_soap(learning_rate: hp.ScalarOrSchedule = 0.0,
+                  b1: Any = 0.95,
+                  b2: Any = 0.95,
+                  shampoo_beta: Optional[Any] = None,
+                  eps: Any = 1e-8,
+                  weight_decay: Any = 0.0,
+                  precondition_frequency: int = 10,
+                  max_precondition_dim: int = 10000,
+                  correct_bias: bool = True,
+                  normalize_gradient: bool = False) -> optax.GradientTransformation:
+  r"""SOAP's direction: Adam run in the eigenbasis of Shampoo's statistics.
+
+  For a leaf viewed as the matrix ``G`` (``(fan_in, fan_out)``), with ``sb = shampoo_beta``
+  (``b2`` when None) and ``t`` the step from 0::
+
+      t = 0:  L = (1 - sb) G G^T, R = (1 - sb) G^T G, Q_L, Q_R = eigh bases (eigenvalues
+              decreasing); no step (u = 0), as the authors' code
+      t > 0:  m <- b1 m + (1 - b1) G                         (parameter basis)
+              v <- b2 v + (1 - b2) (Q_L^T G Q_R)^2           (eigenbasis)
+              N  = Q_L [(Q_L^T m Q_R) / (sqrt(v) + eps)] Q_R^T   (/ (rms(N) + 1e-30) if normalize)
+              u  = bc N + wd (x - lr_t bc N),  bc = sqrt(1 - b2^t) / (1 - b1^t)
+              L <- sb L + (1 - sb) G G^T, R likewise;  every precondition_frequency steps
+              Q <- QR(L Q) (one power iteration, columns by decreasing Q^T L Q, v permuted
+              to match)
+
+  The alias multiplies ``u`` by ``-lr_t``: the decay is applied to the already-stepped
+  parameters, ``x <- (x - lr bc N)(1 - lr wd)``, as the authors' code (hence the
+  ``learning_rate`` argument here; only the decay uses it). 1-D leaves and sides longer than
+  ``max_precondition_dim`` use the identity basis (plain Adam with SOAP's bias correction,
+  whose eps is added to the uncorrected ``sqrt(v)``).
+
+  Matches the authors' algorithm (github.com/nikhilvyas/SOAP, ``soap.py``; also
+  pytorch-optimizer's ``SOAP``) transcribed to float64 NumPy
+  (``tests/optim/references/generate_b.py``): the reference's QR runs in float32, so its
+  bases are not reproducible in float64. Differences: conv kernels are preconditioned as
+  their ``(fan_in, fan_out)`` matrix (the reference keeps one basis per axis, or merges
+  small axes with ``merge_dims``); no ``precondition_1d``. pytorch-optimizer's port adds
+  ``eps`` (not the authors' 1e-30) to ``rms(N)`` when normalizing. optax has no SOAP.
+
+  Reference: Vyas, Morwani, Zhao, Shapira, Brandfonbrener, Janson & Kakade, "SOAP:
+  Improving and Stabilizing Shampoo using Adam", ICLR 2025 (arXiv:2409.11321), Algorithm 3.
+  """
+  hp.check_learning_rate(learning_rate, allow_zero=True)
+  hp.check_beta("b1", b1)
+  hp.check_beta("b2", b2)
+  if shampoo_beta is not None:
+    hp.check_beta("shampoo_beta", shampoo_beta)
+  hp.check_nonneg("eps", eps)
+  hp.check_nonneg("weight_decay", weight_decay)
+  hp.check_int("precondition_frequency", precondition_frequency, 1)
+  hp.check_int("max_precondition_dim", max_precondition_dim, 1)
+  sb = b2 if shampoo_beta is None else shampoo_beta
+
+  def sides(x):
+    if jnp.ndim(x) < 2:
+      return False, False
+    m, n = _as_matrix(x).shape
+    return m <= max_precondition_dim, n <= max_precondition_dim
+
+  def init_fn(params):
+    def mats(x, side):
+      sd = hp.compute_dtype(x)
+      on = sides(x)[side]
+      k = _as_matrix(x).shape[side] if on else 0
+      return jnp.zeros((k, k), sd) if on else jnp.zeros((0,), sd)
+
+    zeros = lambda: hp.tree_map(jnp.zeros_like, params)
+    return ScaleBySoapState(
+        count=hp.count0(), exp_avg=zeros(), exp_avg_sq=zeros(),
+        gg_l=hp.tree_map(lambda x: mats(x, 0), params),
+        gg_r=hp.tree_map(lambda x: mats(x, 1), params),
+        q_l=hp.tree_map(lambda x: mats(x, 0), params),
+        q_r=hp.tree_map(lambda x: mats(x, 1), params))
+
+  def update_fn(updates, state, params=None):
+    if params is None and hp.concrete(weight_decay) != 0.0:
+      raise ValueError("scale_by_soap with weight_decay needs params.")
+    t = state.count
+    first = t == 0
+    tf = jnp.maximum(t, 1)
+    lr = hp.lr_at(learning_rate, t)
+    refresh = (t > 0) & (t % precondition_frequency == 0)
+
+    def leaf(g, x, m, v, gg_l, gg_r, q_l, q_r):
+      cd = hp.compute_dtype(g)
+      on_l, on_r = sides(g)
+      g32 = g.astype(cd)
+      mat = _as_matrix(g32) if g.ndim >= 2 else g32
+      mshape = mat.shape
+
+      def project(a):        # Q_L^T a Q_R
+        if on_l:
+          a = q_l.T @ a
+        if on_r:
+          a = a @ q_r
+        return a
+
+      def project_back(a):   # Q_L a Q_R^T
+        if on_l:
+          a = q_l @ a
+        if on_r:
+          a = a @ q_r.T
+        return a
+
+      m32 = m.astype(cd).reshape(mshape)
+      v32 = v.astype(cd).reshape(mshape)
+      m_new = b1 * m32 + (1 - b1) * mat
+      v_new = b2 * v32 + (1 - b2) * project(mat) ** 2
+      n = project_back(project(m_new) / (jnp.sqrt(v_new) + eps))
+      if normalize_gradient:
+        n = n / (jnp.sqrt(jnp.mean(n * n)) + 1e-30)  # The authors' 1e-30, not eps.
+      tc = tf.astype(cd)
+      bc = jnp.sqrt(1 - b2 ** tc) / (1 - b1 ** tc) if correct_bias else jnp.ones([], cd)
+      u = bc * n
+      if params is not None:
+        u = u + weight_decay * (x.astype(cd).reshape(mshape) - lr * u)
+      u = jnp.where(first, jnp.zeros_like(u), u)
+      m_new = jnp.where(first, m32, m_new)
+      v_new = jnp.where(first, v32, v_new)
+
+      # Statistics and bases, after the step (their first values at t = 0).
+      w = 1 - sb
+      if on_l:
+        gg_l = gg_l + w * (mat @ mat.T - gg_l)
+      if on_r:
+        gg_r = gg_r + w * (mat.T @ mat - gg_r)
+
+      def first_bases():
+        return (_eigenbasis(gg_l) if on_l else q_l, _eigenbasis(gg_r) if on_r else q_r,
+                v_new)
+
+      def qr_bases():
+        ql, qr, vv = q_l, q_r, v_new
+        if on_l:
+          ql, vv = _power_qr(gg_l, ql, vv, 0)
+        if on_r:
+          qr, vv = _power_qr(gg_r, qr, vv, 1)
+        return ql, qr, vv
+
+      branch = jnp.where(first, 0, jnp.where(refresh, 1, 2))
+      q_l_new, q_r_new, v_new = jax.lax.switch(
+          branch, [first_bases, qr_bases, lambda: (q_l, q_r, v_new)])
+      return (u.reshape(g.shape).astype(g.dtype), m_new.reshape(g.shape).astype(m.dtype),
+              v_new.reshape(g.shape).astype(v.dtype), gg_l, gg_r, q_l_new, q_r_new)
+
+    xs = params if params is not None else updates
+    out = jax.tree.map(
+        lambda g, x, *rest: None if g is None else leaf(g, x, *rest),
+        updates, xs, state.exp_avg, state.exp_avg_sq, state.gg_l, state.gg_r,
+        state.q_l, state.q_r, is_leaf=lambda v: v is None)
+    u, m, v, gg_l, gg_r, q_l, q_r = hp.unzip(out, updates, 7)
+    return u, ScaleBySoapState(count=hp.increment(t), exp_avg=m, exp_avg_sq=v,
+                               gg_l=gg_l, gg_r=gg_r, q_l=q_l, q_r=q_r)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def soap(learning_rate: hp.ScalarOrSchedule,
+         b1: Any = 0.95,
+         b2: Any = 0.95,
+         shampoo_beta: Optional[Any] = None,
+         eps: Any = 1e-8,
+         weight_decay: Any = 0.01,
+         precondition_frequency: int = 10,
+         max_precondition_dim: int = 10000,
+         correct_bias: bool = True,
+         normalize_gradient: bool = False) -> optax.GradientTransformation:
+  r"""SOAP: ``x <- (x - lr bc N)(1 - lr wd)``, ``N`` Adam's step in Shampoo's eigenbasis.
+
+  ``chain(scale_by_soap(learning_rate, ...), scale_by_learning_rate(learning_rate))``; the
+  authors' defaults (betas 0.95, weight decay 0.01, bases refreshed every 10 steps). The
+  first step only initializes the bases (no move). See ``scale_by_soap``.
+  Reference: Vyas et al. 2024.
+  """
+  hp.check_learning_rate(learning_rate)
+  return optax.chain(
+      scale_by_soap(learning_rate, b1, b2, shampoo_beta, eps, weight_decay,
+                    precondition_frequency, max_precondition_dim, correct_bias,
+                    normalize_gradient),
       transform.scale_by_learning_rate(learning_rate))

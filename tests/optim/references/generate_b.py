@@ -34,19 +34,38 @@ STEPS = 30
 SHAPES = {"w1": (3, 6), "w2": (6, 2), "b": (2,)}
 
 
-def problem():
+ONE_LAYER_SHAPES = {"w": (3, 4), "b": (4,)}
+# SOAP's eigenbases are unique (up to sign) only where the statistics have at most a
+# one-dimensional null space; the two-layer gradients have rank 2, so SOAP uses a one-layer
+# problem, tanh(x W) + b (W's gradient has rank 3: null spaces of dimension 0 and 1).
+PROBLEM_OF = {"soap": "one_layer"}
+
+
+def problem(kind: str = "two_layer"):
   """Fixed data and initial parameters (float64 NumPy), flaxopt layout."""
+  shapes = SHAPES if kind == "two_layer" else ONE_LAYER_SHAPES
   rng = np.random.RandomState(20261202)
-  x = rng.randn(16, SHAPES["w1"][0])
-  y = rng.randn(16, SHAPES["b"][0])
-  params = {k: (0.5 if len(v) == 2 else 0.1) * rng.randn(*v) for k, v in SHAPES.items()}
+  first = next(iter(shapes.values()))
+  x = rng.randn(16, first[0])
+  y = rng.randn(16, shapes["b"][0])
+  params = {k: (0.5 if len(v) == 2 else 0.1) * rng.randn(*v) for k, v in shapes.items()}
   return x, y, params
 
 
 def loss_np_like(xp, params, x, y):
   """The loss written against an array namespace (numpy, jax.numpy or torch)."""
-  r = x @ params["w1"] @ params["w2"] + params["b"] - y
+  if "w" in params:
+    r = xp.tanh(x @ params["w"]) + params["b"] - y
+  else:
+    r = x @ params["w1"] @ params["w2"] + params["b"] - y
   return 0.5 * (r * r).sum() / x.shape[0]
+
+
+def one_layer_grad_np(params, x, y):
+  """The gradient of the one-layer loss, by hand (NumPy float64)."""
+  a = np.tanh(x @ params["w"])
+  r = a + params["b"] - y
+  return {"w": x.T @ (r * (1 - a * a)) / x.shape[0], "b": r.sum(0) / x.shape[0]}
 
 
 def cosine(t: int, total: int = STEPS) -> float:
@@ -125,6 +144,108 @@ CASES = {
 }
 
 
+CASES["soap"] = [
+    # Reference kwargs use the authors' names (SOAP.__init__ of nikhilvyas/SOAP).
+    ("default_wd", dict(learning_rate=0.02, precondition_frequency=3),
+     dict(lr=0.02, precondition_frequency=3)),
+    ("betas_shampoo_beta_cosine", dict(learning_rate=0.05, b1=0.9, b2=0.99, shampoo_beta=0.9,
+                                       weight_decay=0.0, precondition_frequency=2,
+                                       schedule="cosine"),
+     dict(lr=0.05, betas=(0.9, 0.99), shampoo_beta=0.9, weight_decay=0.0,
+          precondition_frequency=2)),
+    ("normalize_nobias_maxdim", dict(learning_rate=0.01, normalize_gradient=True,
+                                     correct_bias=False, max_precondition_dim=3,
+                                     precondition_frequency=4),
+     dict(lr=0.01, normalize_grads=True, correct_bias=False, max_precond_dim=3,
+          precondition_frequency=4)),
+]
+
+
+def soap_numpy(params, grad_fn, steps, lr=3e-3, betas=(0.95, 0.95), shampoo_beta=-1,
+               eps=1e-8, weight_decay=0.01, precondition_frequency=10, max_precond_dim=10000,
+               normalize_grads=False, correct_bias=True, lr_factor=lambda t: 1.0):
+  """A float64 NumPy transcription of the authors' SOAP step (nikhilvyas/SOAP, soap.py).
+
+  Same structure as the authors' code: per-parameter state, the first step only builds
+  the preconditioner, tensordot projections axis by axis, eigh (+1e-30 I, flipped) for the
+  first bases, one power iteration + QR (here in float64) every precondition_frequency
+  steps with exp_avg_sq permuted by the estimated eigenvalues, decoupled decay after the
+  step, merge_dims=False, precondition_1d=False. ``lr_factor(k)`` is a LambdaLR factor.
+  """
+  beta1, beta2 = betas
+  sbeta = beta2 if shampoo_beta < 0 else shampoo_beta
+  state = {k: {} for k in params}
+  p = {k: v.copy() for k, v in params.items()}
+  traj = {k: [v.copy()] for k, v in p.items()}
+
+  def project(g, st, back=False):
+    for mat in st["Q"]:
+      if len(mat) > 0:
+        g = np.tensordot(g, mat, axes=[[0], [1 if back else 0]])
+      else:
+        g = np.transpose(g, [*range(1, g.ndim), 0])
+    return g
+
+  def update_preconditioner(g, st):
+    if g.ndim > 1:
+      for idx, dim in enumerate(g.shape):
+        if dim <= max_precond_dim:
+          axes = [*range(idx), *range(idx + 1, g.ndim)]
+          outer = np.tensordot(g, g, axes=[axes, axes])
+          st["GG"][idx] = st["GG"][idx] + (1 - sbeta) * (outer - st["GG"][idx])
+    if st["Q"] is None:
+      st["Q"] = [[] if len(m) == 0 else
+                 np.flip(np.linalg.eigh(m + 1e-30 * np.eye(m.shape[0]))[1], axis=1)
+                 for m in st["GG"]]
+    if st["step"] > 0 and st["step"] % precondition_frequency == 0:
+      exp_avg_sq = st["exp_avg_sq"]
+      qs = []
+      for ind, (m, o) in enumerate(zip(st["GG"], st["Q"])):
+        if len(m) == 0:
+          qs.append([])
+          continue
+        prod = m @ o
+        est = (o * prod).sum(axis=0)
+        order = np.argsort(-est, kind="stable")
+        exp_avg_sq = np.take(exp_avg_sq, order, axis=ind)
+        qs.append(np.linalg.qr(prod[:, order])[0])
+      st["exp_avg_sq"] = exp_avg_sq
+      st["Q"] = qs
+
+  for k_step in range(steps):
+    lr_t = lr * lr_factor(k_step)
+    grads = grad_fn(p)
+    for k in p:
+      g, st = grads[k], state[k]
+      if "step" not in st:
+        st["step"] = 0
+        st["exp_avg"] = np.zeros_like(g)
+        st["exp_avg_sq"] = np.zeros_like(g)
+        st["GG"] = ([[]] if g.ndim == 1 else
+                    [np.zeros((d, d)) if d <= max_precond_dim else [] for d in g.shape])
+        st["Q"] = None
+        update_preconditioner(g, st)
+        continue
+      st["step"] += 1
+      gp = project(g, st)
+      st["exp_avg"] = beta1 * st["exp_avg"] + (1 - beta1) * g
+      st["exp_avg_sq"] = beta2 * st["exp_avg_sq"] + (1 - beta2) * gp * gp
+      denom = np.sqrt(st["exp_avg_sq"]) + eps
+      norm_grad = project(project(st["exp_avg"], st) / denom, st, back=True)
+      if normalize_grads:
+        norm_grad = norm_grad / (1e-30 + np.mean(norm_grad ** 2) ** 0.5)
+      step_size = lr_t
+      if correct_bias:
+        step_size = step_size * (1 - beta2 ** st["step"]) ** 0.5 / (1 - beta1 ** st["step"])
+      p[k] = p[k] - step_size * norm_grad
+      if weight_decay > 0:
+        p[k] = p[k] + (-lr_t * weight_decay) * p[k]
+      update_preconditioner(g, st)
+    for k in p:
+      traj[k].append(p[k].copy())
+  return {k: np.stack(v) for k, v in traj.items()}
+
+
 def sophia_probe(step: int) -> dict:
   """The Hutchinson probe of step ``step`` (from 1): N(0, I), fixed seed, flaxopt layout."""
   rng = np.random.RandomState(1000 + step)
@@ -201,6 +322,12 @@ LAYOUT_T = {"muon"}  # torch keeps (out, in) weights: it holds W^T.
 
 def run_case(name, case_id, steps=STEPS):
   """The reference trajectory {leaf: (steps + 1, *shape)} in flaxopt's layout."""
+  if name == "soap":
+    _, ours, ref = next(c for c in CASES[name] if c[0] == case_id)
+    x, y, p0 = problem("one_layer")
+    factor = cosine if ours.get("schedule") == "cosine" else (lambda t: 1.0)
+    return soap_numpy(p0, lambda p: one_layer_grad_np(p, x, y), steps, lr_factor=factor,
+                      **ref)
   import torch  # pylint: disable=import-outside-toplevel
   torch.set_default_dtype(torch.float64)
   _, ours, ref = next(c for c in CASES[name] if c[0] == case_id)
@@ -254,6 +381,8 @@ REFERENCE_PACKAGES = {
                 "shape_interpretation=False)"),
     "sophia": ("pytorch_optimizer", "pytorch_optimizer.SophiaH, step(hessian=z * Hz) with "
                "injected probes z"),
+    "soap": ("numpy", "float64 NumPy transcription of nikhilvyas/SOAP soap.py "
+             "(generate_b.soap_numpy)"),
 }
 
 
