@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import json
 import os
@@ -28,6 +29,11 @@ from flaxopt import optim
 from flaxopt import registry
 from flaxopt.optim import lr_free
 from flaxopt.optim import precond
+
+# The programs here are tiny: XLA's compile time dominates, so compile without the expensive
+# LLVM passes (about 40% less CPU per test; results unchanged at the tolerances used).
+_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0,
+                                                    "xla_llvm_disable_expensive_passes": True})
 
 REF_DIR = os.path.join(os.path.dirname(__file__), "references")
 _spec = importlib.util.spec_from_file_location("generate_b",
@@ -79,7 +85,7 @@ def _our_trajectory(name: str, kwargs: dict, steps: int = gen.STEPS) -> dict:
     if name not in ("sophia",):
       probes = None
 
-    @jax.jit
+    @_jit
     def run(params, probes):
       def body(carry, probe):
         p, state = carry
@@ -159,7 +165,7 @@ def test_muon_conv_kernel_is_muon_of_its_matrix_view() -> None:
   g = jnp.asarray(rng.randn(3, 3, 4, 8), jnp.float32)
   tx = precond.scale_by_muon()
 
-  @jax.jit
+  @_jit
   def both(g, p):
     conv = tx.update({"k": g}, tx.init({"k": p}))[0]["k"]
     mat = tx.update({"k": g.reshape(36, 8)}, tx.init({"k": p.reshape(36, 8)}))[0]["k"]
@@ -250,7 +256,7 @@ def _run_updates(tx, params, grads, jit=True, case=None):
   def update(g, state, params, t):
     extra = case.extra(_small_loss, t, params) if case is not None else {}
     return tx.update(g, state, params, **extra)
-  update = jax.jit(update) if jit else update
+  update = _jit(update) if jit else update
   state = tx.init(params)
   out = []
   for t, g in enumerate(grads):
@@ -269,7 +275,7 @@ def test_table_covers_registry_names() -> None:
 def test_minimizes_parabola(case: Case) -> None:
   tx = case.make()
 
-  @jax.jit
+  @_jit
   def run(x):
     def body(t, carry):
       x, state = carry
@@ -302,7 +308,7 @@ def test_no_recompilation_on_second_update(case: Case) -> None:
   params, grads = _small_problem()
   traces = []
 
-  @jax.jit
+  @_jit
   def update(g, state, params, t):
     traces.append(1)
     return tx.update(g, state, params, **case.extra(_small_loss, t, params))
@@ -445,7 +451,7 @@ def test_zero_gradient_step_moves_nothing_and_keeps_d() -> None:
   zeros = jax.tree.map(jnp.zeros_like, params)
   for tx in (lr_free.prodigy(1.0), lr_free.dadapt_adam(1.0)):
     state = tx.init(params)
-    u, new_state = jax.jit(tx.update)(zeros, state, params)
+    u, new_state = _jit(tx.update)(zeros, state, params)
     chex.assert_trees_all_equal(u, zeros)
     assert float(new_state[0].d) == float(state[0].d)
     assert int(new_state[0].k) == 0
@@ -486,7 +492,7 @@ def test_sophia_gnb_estimate_is_unbiased_for_the_fisher_diagonal() -> None:
   tx = optim.scale_by_sophia(b2=0.0, estimator="gnb", batch_size=n, update_period=1)
   labels = jnp.asarray(np.array(np.meshgrid(*[np.arange(k)] * n)).reshape(n, -1).T)
 
-  @jax.jit
+  @_jit
   def expected_and_fisher(params):
     state0 = tx.init(params)
     weights = jnp.exp(sum(log_probs(params)[i][labels[:, i]] for i in range(n)))
@@ -510,7 +516,7 @@ def test_soap_first_step_only_builds_the_bases() -> None:
   """Step 0 moves nothing; its bases are the eigenvectors of G G^T and G^T G."""
   params, grads = _small_problem()
   tx = optim.soap(0.1)
-  u, state = jax.jit(tx.update)(grads[0], tx.init(params), params)
+  u, state = _jit(tx.update)(grads[0], tx.init(params), params)
   chex.assert_trees_all_equal(u, jax.tree.map(jnp.zeros_like, u))
   g = np.asarray(grads[0]["w"], np.float64)
   q_l = np.asarray(state[0].q_l["w"])
