@@ -8,6 +8,7 @@ never an error.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Callable, Optional
 
 import jax
@@ -50,7 +51,7 @@ def check_positive(name: str, value: Any) -> None:
 
 def check_int(name: str, value: Any, low: int) -> None:
   """``value`` an integer >= ``low``."""
-  if isinstance(value, bool) or not isinstance(value, (int,)) or value < low:
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
     raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
 
 

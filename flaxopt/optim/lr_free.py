@@ -293,9 +293,8 @@ def scale_by_dadapt_adam(learning_rate: hp.ScalarOrSchedule = 1.0,
         d=jnp.asarray(d0, dt), numerator_weighted=jnp.zeros([], dt))
 
   def update_fn(updates, state, params=None):
-    if not decouple or concrete_nonzero(weight_decay):
-      if params is None:
-        raise ValueError("scale_by_dadapt_adam with weight_decay needs params.")
+    if params is None and _concrete_nonzero(weight_decay):
+      raise ValueError("scale_by_dadapt_adam with weight_decay needs params.")
     dt = state.d.dtype
     sb = jnp.sqrt(jnp.asarray(b2, dt))
     lr = jnp.asarray(hp.lr_at(learning_rate, state.count), dt)
@@ -353,7 +352,7 @@ def scale_by_dadapt_adam(learning_rate: hp.ScalarOrSchedule = 1.0,
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def concrete_nonzero(value: Any) -> bool:
+def _concrete_nonzero(value: Any) -> bool:
   """True unless ``value`` is a concrete zero (a tracer counts as nonzero)."""
   v = hp.concrete(value)
   return v is None or v != 0.0

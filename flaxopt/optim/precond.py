@@ -163,7 +163,7 @@ def scale_by_muon(momentum: Any = 0.95,
       mat = _as_matrix(m)
       ratio = ratio_fn(mat.shape[0], mat.shape[1])
       u = ratio * newton_schulz(mat, coefficients, ns_steps, eps)
-      return u.reshape(g.shape).astype(g.dtype), buf.astype(buf.dtype)
+      return u.reshape(g.shape).astype(g.dtype), buf
 
     out = hp.tree_map(leaf, updates, state.momentum)
     u, buf = hp.unzip(out, updates, 2)

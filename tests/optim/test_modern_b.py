@@ -542,3 +542,21 @@ def test_state_bytes_per_parameter_in_the_docs_table(name, kwargs, shape, want) 
   state = jax.eval_shape(optim.REGISTRY[name](**kwargs).init, params)
   got = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)) / np.prod(shape)
   np.testing.assert_allclose(got, want, atol=1e-3)
+
+
+def test_sophia_hessian_diag_forces_a_refresh_with_that_estimate() -> None:
+  """``hessian_diag=`` (SophiaH's step(hessian=...)): h = b2 h + (1 - b2) estimate, any step."""
+  params, grads = _small_problem()
+  tx = optim.scale_by_sophia(b1=0.5, b2=0.0, gamma=2.0, update_period=1000)
+  h = jax.tree.map(lambda p: jnp.full_like(p, 0.25), params)
+
+  @_jit
+  def two_steps(state):
+    _, state = tx.update(grads[0], state, params, hessian_diag=h)
+    return tx.update(grads[1], state, params, hessian_diag=h)
+
+  u, state = two_steps(tx.init(params))
+  chex.assert_trees_all_close(state.hessian, h)
+  m = jax.tree.map(lambda a, b: 0.5 * (0.5 * a) + 0.5 * b, grads[0], grads[1])
+  chex.assert_trees_all_close(u, jax.tree.map(lambda m: jnp.clip(m / 0.5, -1, 1), m),
+                              rtol=1e-6)
