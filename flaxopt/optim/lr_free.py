@@ -88,9 +88,9 @@ def scale_by_prodigy(learning_rate: hp.ScalarOrSchedule = 1.0,
   nothing and leaves ``d`` and ``k`` unchanged.
 
   Matches ``prodigyopt.Prodigy`` 1.1.2 (one parameter group, ``slice_p=1``). optax's
-  ``contrib.prodigy`` differs: it always bias-corrects, has no ``d_coef``/``growth_rate``/
-  ``d_max`` logic (it takes ``d = max(d, d_hat)`` every step), puts ``estim_lr`` (our
-  ``d_{k+1}``) into the moments before the update of ``d``, and applies no coupled decay.
+  ``contrib.prodigy`` differs: it always bias-corrects (prodigyopt's default is off), takes
+  ``d = max(d, d_hat)`` every step (the same as prodigyopt only with ``growth_rate=inf``),
+  has no ``d_coef``/``growth_rate``, no coupled decay and no zero-``||s||_1`` guard.
 
   Args:
     learning_rate: the multiplier ``lr_t`` (float or schedule) used inside the D estimate.

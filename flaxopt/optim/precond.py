@@ -127,7 +127,8 @@ def scale_by_muon(momentum: Any = 0.95,
   torch weight ``W_torch = W^T`` (torch's Linear weight is ``(out, in)``, so its
   ``A/B = out/in`` is our ``fan_out/fan_in``). Differs from optax's ``contrib.muon``:
   optax bias-corrects the momentum (Adam-style ``1 - mu^t``), normalizes by
-  ``||G||_F + eps`` with ``eps = 1e-8``, and routes non-2-D leaves to Adam silently.
+  ``||G||_F + eps`` with ``eps = 1e-8``, and routes non-2-D leaves (conv kernels too) to
+  Adam silently.
 
   Every leaf must have ``ndim >= 2`` (``init`` raises ValueError naming the leaf);
   use ``muon(..., mask=...)`` to send biases and scales to AdamW.
