@@ -352,16 +352,16 @@ def run_case(name, case_id, steps=STEPS):
     for o in opts:
       o.zero_grad()
     if name == "sophia" and (step - 1) % ref["update_period"] == 0:
-      # SophiaH's own Hutchinson code path, with our probe instead of torch.randn_like.
-      loss.backward(create_graph=True)
+      # SophiaH's own Hutchinson products (autograd.grad of the gradients against a probe),
+      # with our probe instead of torch.randn_like, passed in through step(hessian=...).
       names = list(tparams)
+      leaves = [tparams[k] for k in names]
+      grads = torch.autograd.grad(loss, leaves, create_graph=True)
       zs = [torch.tensor(sophia_probe(step)[k]) for k in names]
-      grads = [tparams[k].grad for k in names]
-      h_zs = torch.autograd.grad(grads, [tparams[k] for k in names], grad_outputs=zs)
-      hessian = [(hz * z).detach() for hz, z in zip(h_zs, zs)]
-      for k in names:
-        tparams[k].grad = tparams[k].grad.detach()
-      opts[0].step(hessian=hessian)
+      h_zs = torch.autograd.grad(grads, leaves, grad_outputs=zs)
+      for t, g in zip(leaves, grads):
+        t.grad = g.detach()
+      opts[0].step(hessian=[(hz * z).detach() for hz, z in zip(h_zs, zs)])
     else:
       loss.backward()
       for o in opts:
