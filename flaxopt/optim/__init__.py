@@ -11,3 +11,19 @@ from flaxopt.optim import second_order as _second_order
 
 # Registry family "optimizer": name -> (learning_rate=..., **kwargs) -> GradientTransformation.
 REGISTRY = {**_alias.REGISTRY, **_second_order.REGISTRY}
+
+# Issue 17, part B: matrix-preconditioned, curvature-aware and learning-rate-free optimizers.
+from flaxopt.optim.precond import *
+from flaxopt.optim.lr_free import *
+from flaxopt.optim.hessian_diag import *
+from flaxopt.optim import precond as _precond
+from flaxopt.optim import lr_free as _lr_free
+from flaxopt.optim import hessian_diag as _hessian_diag
+REGISTRY.update({
+    "muon": _precond.muon,
+    "shampoo": _precond.shampoo,
+    "soap": _precond.soap,
+    "sophia": _hessian_diag.sophia,
+    "prodigy": _lr_free.prodigy,
+    "dadapt_adam": _lr_free.dadapt_adam,
+})

@@ -1,0 +1,111 @@
+"""Small shared helpers for the preconditioned and learning-rate-free optimizers.
+
+Hyperparameter checks run on concrete values only (Python numbers, concrete arrays):
+a JAX tracer (``optax.inject_hyperparams``, ``vmap`` over hyperparameters) is skipped,
+never an error.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from flaxopt.optim import transform
+
+ScalarOrSchedule = Any  # float | 0-d array | optax.Schedule
+
+
+def concrete(value: Any) -> Optional[float]:
+  """``float(value)`` for Python numbers and concrete 0-d arrays, else None (tracers)."""
+  try:
+    return float(value)
+  except (TypeError, ValueError):
+    return None
+
+
+def check_range(name: str, value: Any, low: float, high: float, *,
+                low_open: bool = False, high_open: bool = True) -> None:
+  """ValueError naming ``name`` unless a concrete ``value`` lies in the interval (NaN fails)."""
+  transform.check_in_range(name, value, low, high, low_open=low_open, high_open=high_open)
+
+
+def check_beta(name: str, value: Any) -> None:
+  """``value`` in [0, 1)."""
+  check_range(name, value, 0.0, 1.0)
+
+
+def check_nonneg(name: str, value: Any) -> None:
+  """``value`` finite and >= 0."""
+  check_range(name, value, 0.0, math.inf)
+
+
+def check_positive(name: str, value: Any) -> None:
+  """``value`` finite and > 0."""
+  check_range(name, value, 0.0, math.inf, low_open=True)
+
+
+def check_int(name: str, value: Any, low: int) -> None:
+  """``value`` an integer >= ``low``."""
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+    raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+
+
+def check_learning_rate(learning_rate: ScalarOrSchedule, *, allow_zero: bool = False) -> None:
+  """A schedule, or a finite positive number (>= 0 when ``allow_zero``)."""
+  if learning_rate is None:
+    raise ValueError("learning_rate is required (a positive float or an optax schedule), "
+                     "got None.")
+  if callable(learning_rate):
+    return
+  check_range("learning_rate", learning_rate, 0.0, math.inf, low_open=not allow_zero)
+
+
+def lr_at(learning_rate: ScalarOrSchedule, count: jax.Array) -> Any:
+  """The learning rate at step ``count`` (a schedule is called, a constant returned)."""
+  return learning_rate(count) if callable(learning_rate) else learning_rate
+
+
+def tree_map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
+  """``jax.tree.map`` over ``tree``; None leaves pass through as None."""
+  return jax.tree.map(lambda x, *r: None if x is None else fn(x, *r),
+                      tree, *rest, is_leaf=lambda x: x is None)
+
+
+def unzip(out: Any, like: Any, n: int) -> tuple[Any, ...]:
+  """Splits a tree (shaped like ``like``) of n-tuples into n trees."""
+  return tuple(tree_map(lambda _, o, i=i: o[i], like, out) for i in range(n))
+
+
+def compute_dtype(x: Any) -> jnp.dtype:
+  """``promote_types(dtype, float32)``: half-precision leaves are stepped in float32."""
+  return jnp.promote_types(jnp.result_type(x), jnp.float32)
+
+
+def scalar_dtype(tree: Any) -> jnp.dtype:
+  """The widest compute dtype over a tree's leaves (for global scalars such as D)."""
+  leaves = [x for x in jax.tree.leaves(tree) if x is not None]
+  return jnp.result_type(*[compute_dtype(x) for x in leaves]) if leaves else jnp.float32
+
+
+def tree_sum(tree: Any) -> jax.Array:
+  """Sum of all entries over the leaves."""
+  return sum((jnp.sum(x) for x in jax.tree.leaves(tree)), 0.0)
+
+
+def tree_vdot(a: Any, b: Any) -> jax.Array:
+  """Sum over leaves of <a, b>."""
+  return sum((jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))),
+             0.0)
+
+
+def count0() -> jax.Array:
+  """A fresh int32 step counter."""
+  return jnp.zeros([], jnp.int32)
+
+
+increment = optax.safe_int32_increment

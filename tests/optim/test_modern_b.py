@@ -1,0 +1,562 @@
+"""Muon, Shampoo, SOAP, Sophia, Prodigy, D-Adapt Adam: references, properties, bad input.
+
+1. Reference trajectories: float64 runs of 30 steps on the problem of
+   ``references/generate_b.py`` are compared with the recorded reference trajectories
+   (``references/b_<name>.npz``, produced by the authors' / PyTorch's code) always, and with
+   the live reference when torch and the package are importable (skipped otherwise).
+2. Properties over one table of cases: parabola convergence, dtype and state structure,
+   no recompilation, registry, inject_hyperparams.
+3. Bad hyperparameters raise a one-line ValueError naming the argument.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.util
+import json
+import os
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from flaxopt import optim
+from flaxopt import registry
+from flaxopt.optim import lr_free
+from flaxopt.optim import precond
+
+# The programs here are tiny: XLA's compile time dominates, so compile without the expensive
+# LLVM passes (about 40% less CPU per test; results unchanged at the tolerances used).
+_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0,
+                                                    "xla_llvm_disable_expensive_passes": True})
+
+REF_DIR = os.path.join(os.path.dirname(__file__), "references")
+_spec = importlib.util.spec_from_file_location("generate_b",
+                                               os.path.join(REF_DIR, "generate_b.py"))
+gen = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(gen)
+
+# Per-optimizer tolerance against the reference (rtol, atol) and why it is not 1e-8.
+TOLERANCE = {
+    "prodigy": (1e-8, 1e-12),
+    "dadapt_adam": (1e-8, 1e-12),
+    "muon": (1e-8, 1e-12),
+    "shampoo": (1e-8, 1e-12),
+    "sophia": (1e-8, 1e-12),
+    # SOAP: W's right statistic (4x4, rank 3) has a one-dimensional null space whose
+    # eigenvector eigh/QR fix only to ~1e-16 / (eigenvalue gap); parameters agree to
+    # <= 1e-10 absolute (a few entries near zero then exceed rtol 1e-8 alone).
+    "soap": (1e-8, 1e-9),
+}
+
+
+def _schedule(base: float, kind: str | None):
+  if kind is None:
+    return base
+  assert kind == "cosine"
+  return lambda t: base * 0.5 * (1.0 + jnp.cos(jnp.pi * jnp.minimum(t, gen.STEPS) / gen.STEPS))
+
+
+def _our_optimizer(name: str, kwargs: dict) -> optax.GradientTransformation:
+  kw = dict(kwargs)
+  kind = kw.pop("schedule", None)
+  for key in ("learning_rate", "adam_learning_rate"):
+    if key in kw:
+      kw[key] = _schedule(kw[key], kind)
+  return optim.REGISTRY[name](**kw)
+
+
+def _our_trajectory(name: str, kwargs: dict, steps: int = gen.STEPS) -> dict:
+  """flaxopt's float64 trajectory on the reference problem, {leaf: (steps + 1, *shape)}."""
+  with jax.enable_x64(True):
+    x, y, p0 = gen.problem(gen.PROBLEM_OF.get(name, "two_layer"))
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    params = {k: jnp.asarray(v) for k, v in p0.items()}
+    tx = _our_optimizer(name, kwargs)
+    loss = lambda p: gen.loss_np_like(jnp, p, x, y)
+    # Sophia: the same Hutchinson probes as the reference (injected on both sides).
+    probes = jax.tree.map(lambda *z: jnp.asarray(np.stack(z)),
+                          *[gen.sophia_probe(t) for t in range(1, steps + 1)])
+    if name not in ("sophia",):
+      probes = None
+
+    @_jit
+    def run(params, probes):
+      def body(carry, probe):
+        p, state = carry
+        extra = dict(value_fn=loss, probe=probe) if name == "sophia" else {}
+        u, state = tx.update(jax.grad(loss)(p), state, p, **extra)
+        p = optax.apply_updates(p, u)
+        return (p, state), p
+      _, traj = jax.lax.scan(body, (params, tx.init(params)), probes, length=steps)
+      return traj
+
+    traj = run(params, probes)
+    return {k: np.concatenate([np.asarray(params[k])[None], np.asarray(traj[k])])
+            for k in params}
+
+
+def _assert_trajectories_close(got: dict, want: dict, name: str) -> None:
+  rtol, atol = TOLERANCE[name]
+  assert set(got) == set(want)
+  for k in want:
+    assert got[k].shape == want[k].shape, (k, got[k].shape, want[k].shape)
+    # The trajectory must actually move, else matching it proves nothing.
+    assert np.max(np.abs(want[k][-1] - want[k][0])) > 1e-3, (name, k)
+    np.testing.assert_allclose(got[k], want[k], rtol=rtol, atol=atol, err_msg=f"{name}/{k}")
+
+
+REF_CASES = [(name, case_id, ours) for name, cases in gen.CASES.items()
+             for case_id, ours, _ in cases]
+REF_IDS = [f"{n}-{c}" for n, c, _ in REF_CASES]
+
+
+@pytest.mark.parametrize("name,case_id,ours", REF_CASES, ids=REF_IDS)
+def test_matches_recorded_reference(name: str, case_id: str, ours: dict) -> None:
+  with np.load(os.path.join(REF_DIR, f"b_{name}.npz")) as f:
+    meta = json.loads(str(f["meta"]))
+    want = {k.split("/", 1)[1]: f[k] for k in f.files if k.startswith(f"{case_id}/")}
+  recorded = next(c for c in meta["cases"] if c["id"] == case_id)
+  assert recorded["flaxopt"] == json.loads(json.dumps(ours)), "regenerate the reference"
+  _assert_trajectories_close(_our_trajectory(name, ours), want, name)
+
+
+@pytest.mark.parametrize("name,case_id,ours", REF_CASES, ids=REF_IDS)
+def test_matches_live_reference(name: str, case_id: str, ours: dict) -> None:
+  pytest.importorskip("torch")
+  pytest.importorskip(gen.REFERENCE_PACKAGES[name][0])
+  _assert_trajectories_close(_our_trajectory(name, ours), gen.run_case(name, case_id), name)
+
+
+# ----------------------------------------------------------------------------
+# Structural checks of the math that the reference problem does not isolate.
+# ----------------------------------------------------------------------------
+
+
+def test_newton_schulz_matches_numpy_transcription_and_orthogonalizes() -> None:
+  with jax.enable_x64(True):
+    rng = np.random.RandomState(0)
+    g = rng.randn(5, 8)
+    a, b, c = precond.MUON_NS_COEFFICIENTS
+    x = g / np.linalg.norm(g)
+    for _ in range(5):
+      gram = x @ x.T
+      x = a * x + (b * gram + c * gram @ gram) @ x
+    got = precond.newton_schulz(jnp.asarray(g))
+    np.testing.assert_allclose(got, x, rtol=1e-12)
+    np.testing.assert_allclose(precond.newton_schulz(jnp.asarray(g.T)), x.T, rtol=1e-12)
+    # Singular values near 1 (the quintic's band), singular vectors those of g.
+    u, s, vt = np.linalg.svd(g, full_matrices=False)
+    sv = np.linalg.svd(np.asarray(got), compute_uv=False)
+    assert np.all((sv > 0.6) & (sv < 1.25)), sv
+    # With the cubic (1.5, -0.5, 0) and many steps it converges to the polar factor U V^T.
+    polar = precond.newton_schulz(jnp.asarray(g), (1.5, -0.5, 0.0), steps=60)
+    np.testing.assert_allclose(polar, u @ vt, atol=1e-10)
+
+
+def test_muon_conv_kernel_is_muon_of_its_matrix_view() -> None:
+  rng = np.random.RandomState(0)
+  kernel = jnp.asarray(rng.randn(3, 3, 4, 8), jnp.float32)
+  g = jnp.asarray(rng.randn(3, 3, 4, 8), jnp.float32)
+  tx = precond.scale_by_muon()
+
+  @_jit
+  def both(g, p):
+    conv = tx.update({"k": g}, tx.init({"k": p}))[0]["k"]
+    mat = tx.update({"k": g.reshape(36, 8)}, tx.init({"k": p.reshape(36, 8)}))[0]["k"]
+    return conv, mat
+
+  conv, mat = both(g, kernel)
+  chex.assert_trees_all_close(conv.reshape(36, 8), mat, rtol=1e-5, atol=1e-6)
+
+
+def test_muon_without_mask_names_the_non_matrix_leaf() -> None:
+  params = {"dense": {"kernel": jnp.ones((3, 4)), "bias": jnp.zeros(4)}}
+  with pytest.raises(ValueError, match=r"\['dense'\]\['bias'\].*\(4,\)"):
+    optim.muon(0.02).init(params)
+  tx = optim.muon(0.02, mask={"dense": {"kernel": True, "bias": False}})
+  u = jax.eval_shape(lambda p: tx.update(p, tx.init(p), p)[0], params)  # Traces, no error.
+  chex.assert_trees_all_equal_shapes(u, params)
+
+
+# ----------------------------------------------------------------------------
+# Properties over one table.
+# ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  name: str
+  kwargs: dict
+  steps: int
+  atol: float = 1e-2
+
+  def make(self, **overrides: Any) -> optax.GradientTransformation:
+    return optim.REGISTRY[self.name](**{**self.kwargs, **overrides})
+
+  def extra(self, value_fn, step, params=None) -> dict:
+    """Extra args of ``update``: Sophia needs the loss and a key (or a probe) for its Hessian.
+
+    With ``params`` a fixed +-1 probe shaped like them is passed (no RNG to compile).
+    """
+    if self.name != "sophia":
+      return {}
+    if params is not None:
+      return dict(value_fn=value_fn, probe=jax.tree.map(
+          lambda x: jnp.where(jnp.arange(x.size).reshape(x.shape) % 3 == 0, -1, 1
+                              ).astype(x.dtype), params))
+    return dict(value_fn=value_fn, key=jax.random.fold_in(jax.random.key(0), step))
+
+  def __str__(self) -> str:
+    return f"{self.name}({','.join(k for k in self.kwargs if k != 'learning_rate')})"
+
+
+CASES = [
+    Case("muon", dict(learning_rate=optax.cosine_decay_schedule(0.1, 500), mask="matrices"),
+         500),
+    Case("prodigy", dict(learning_rate=optax.cosine_decay_schedule(1.0, 500)), 500),
+    Case("dadapt_adam", dict(learning_rate=optax.cosine_decay_schedule(1.0, 500)), 500),
+    Case("shampoo", dict(learning_rate=optax.cosine_decay_schedule(0.05, 500),
+                         start_preconditioning_step=2, preconditioning_compute_steps=2), 500),
+    Case("sophia", dict(learning_rate=optax.cosine_decay_schedule(0.05, 500), gamma=1.0,
+                        update_period=2), 500),
+    Case("soap", dict(learning_rate=optax.cosine_decay_schedule(0.05, 500),
+                      weight_decay=0.0, precondition_frequency=3), 500),
+]
+IDS = [str(c) for c in CASES]
+NEW_NAMES = {"muon", "prodigy", "dadapt_adam", "shampoo", "sophia", "soap"}
+
+PARABOLA_TARGET = {"w": jnp.array([[1.0, -1.0, 0.5], [2.0, 0.0, -0.5]]),
+                   "b": jnp.array([1.0, -1.0, 1.0])}
+
+
+def _parabola(params):
+  return sum(jnp.sum((params[k] - PARABOLA_TARGET[k]) ** 2) for k in params)
+
+
+def _small_problem(dtype=jnp.float32):
+  params = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3).astype(dtype),
+            "b": jnp.array([0.5, -0.25, 2.0], dtype)}
+  grads = [jax.tree.map(lambda p, s=s: (s * (p + 0.3)).astype(dtype), params)
+           for s in (1.0, -0.5, 2.0)]
+  return params, grads
+
+
+def _small_loss(params):
+  """A loss whose gradient at the small problem's params is not the grads above (any will do)."""
+  return sum(jnp.sum(jnp.cos(x.astype(jnp.float32))) for x in jax.tree.leaves(params))
+
+
+def _run_updates(tx, params, grads, jit=True, case=None):
+  def update(g, state, params, t):
+    extra = case.extra(_small_loss, t, params) if case is not None else {}
+    return tx.update(g, state, params, **extra)
+  update = _jit(update) if jit else update
+  state = tx.init(params)
+  out = []
+  for t, g in enumerate(grads):
+    u, state = update(g, state, params, t)
+    params = optax.apply_updates(params, u)
+    out.append(u)
+  return out, state
+
+
+def test_table_covers_registry_names() -> None:
+  assert {c.name for c in CASES} == NEW_NAMES
+  assert NEW_NAMES <= set(optim.REGISTRY)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_minimizes_parabola(case: Case) -> None:
+  tx = case.make()
+
+  @_jit
+  def run(x):
+    def body(t, carry):
+      x, state = carry
+      u, state = tx.update(jax.grad(_parabola)(x), state, x, **case.extra(_parabola, t))
+      return optax.apply_updates(x, u), state
+    return jax.lax.fori_loop(0, case.steps, body, (x, tx.init(x)))[0]
+
+  x = run(jax.tree.map(jnp.zeros_like, PARABOLA_TARGET))
+  chex.assert_trees_all_close(x, PARABOLA_TARGET, atol=case.atol)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_keeps_bfloat16_and_state_structure(case: Case) -> None:
+  """bfloat16 in, bfloat16 out (float32 is checked by the recompilation test)."""
+  params, grads = _small_problem(jnp.bfloat16)
+  tx = case.make()
+  state0 = tx.init(params)
+  updates, state = _run_updates(tx, params, grads, case=case)
+  for u in updates:
+    chex.assert_trees_all_equal_dtypes(u, params)
+    chex.assert_tree_all_finite(u)
+  chex.assert_trees_all_equal_structs(state0, state)
+  chex.assert_trees_all_equal_dtypes(state0, state)
+  chex.assert_tree_all_finite(state)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_no_recompilation_on_second_update(case: Case) -> None:
+  tx = case.make()
+  params, grads = _small_problem()
+  traces = []
+
+  @_jit
+  def update(g, state, params, t):
+    traces.append(1)
+    return tx.update(g, state, params, **case.extra(_small_loss, t, params))
+
+  state0 = tx.init(params)
+  state = state0
+  for t, g in enumerate(grads):
+    u, state = update(g, state, params, t)
+    chex.assert_trees_all_equal_dtypes(u, params)
+  chex.assert_trees_all_equal_dtypes(state0, state)
+  assert len(traces) == 1
+  assert update._cache_size() == 1  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_registry_builds_it(case: Case) -> None:
+  params, grads = _small_problem()
+  tx = registry.get("optimizer", case.name, **case.kwargs)
+  assert optim.REGISTRY[case.name] is getattr(optim, case.name)
+  u = jax.eval_shape(  # Traced, not compiled: the update rules run in the other tests.
+      lambda g, p: tx.update(g, tx.init(p), p, **case.extra(_small_loss, 0, p))[0],
+      grads[0], params)
+  chex.assert_trees_all_equal_shapes_and_dtypes(u, params)
+
+
+INJECT = [
+    ("prodigy", dict(learning_rate=1.0, weight_decay=0.1, d0=1e-3)),
+    ("dadapt_adam", dict(learning_rate=1.0, weight_decay=0.1, d0=1e-3)),
+    ("muon", dict(learning_rate=0.05, momentum=0.9, weight_decay=0.1, mask="matrices")),
+    ("shampoo", dict(learning_rate=0.05, weight_decay=0.1, start_preconditioning_step=1,
+                     preconditioning_compute_steps=2)),
+    ("sophia", dict(learning_rate=0.05, gamma=0.5, weight_decay=0.1, update_period=2)),
+    ("soap", dict(learning_rate=0.05, weight_decay=0.1, precondition_frequency=2)),
+]
+
+
+@pytest.mark.parametrize("name,kwargs", INJECT, ids=[n for n, _ in INJECT])
+def test_inject_hyperparams_matches_plain(name: str, kwargs: dict) -> None:
+  """Traced hyperparameters are not validated (no error) and give the same updates."""
+  params, _ = _small_problem()
+  # Full-rank random gradients: the small problem's are rank 1, whose degenerate Shampoo/SOAP
+  # eigenbases would amplify float32 rounding of the injected hyperparameters.
+  rng = np.random.default_rng(0)
+  grads = [jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), params)
+           for _ in range(3)]
+  static = {"muon": ("ns_steps",), "prodigy": (), "dadapt_adam": (),  # Counts and shapes.
+            "sophia": ("update_period",),
+            "soap": ("precondition_frequency", "max_precondition_dim"),
+            "shampoo": ("block_size", "start_preconditioning_step", "statistics_compute_steps",
+                        "preconditioning_compute_steps", "inverse_exponent_override")}[name]
+  injected = optax.inject_hyperparams(optim.REGISTRY[name], static_args=static)(**kwargs)
+  case = Case(name, kwargs, 0)
+  got, _ = _run_updates(injected, params, grads, case=case)
+  want, _ = _run_updates(optim.REGISTRY[name](**kwargs), params, grads, case=case)
+  # Matrix roots / eigenbases of 2x2 and 3x3 float32 statistics amplify the rounding of
+  # float32 hyperparameter arrays (vs Python floats) to a few 1e-5 relative.
+  rtol = 1e-4 if name in ("shampoo", "soap") else 1e-5
+  chex.assert_trees_all_close(got, want, rtol=rtol, atol=1e-7)
+
+
+# ----------------------------------------------------------------------------
+# Bad input.
+# ----------------------------------------------------------------------------
+
+BAD = [
+    ("muon", dict(learning_rate=-1.0), "learning_rate"),
+    ("muon", dict(learning_rate=float("nan")), "learning_rate"),
+    ("muon", dict(learning_rate=0.1, momentum=1.0), "momentum"),
+    ("muon", dict(learning_rate=0.1, ns_steps=-1), "ns_steps"),
+    ("muon", dict(learning_rate=0.1, eps=0.0), "eps"),
+    ("muon", dict(learning_rate=0.1, weight_decay=-0.1), "weight_decay"),
+    ("muon", dict(learning_rate=0.1, ns_coefficients=(1.0, 2.0)), "ns_coefficients"),
+    ("muon", dict(learning_rate=0.1, adjust_lr_fn="spectral"), "adjust_lr_fn"),
+    ("muon", dict(learning_rate=0.1, mask="all"), "mask"),
+    ("muon", dict(learning_rate=0.1, mask="matrices", adam_b2=1.0), "adam_b2"),
+    ("muon", dict(learning_rate=0.1, mask="matrices", adam_learning_rate=0.0),
+     "learning_rate"),
+    ("prodigy", dict(learning_rate=0.0), "learning_rate"),
+    ("prodigy", dict(learning_rate=float("inf")), "learning_rate"),
+    ("prodigy", dict(b1=1.0), "b1"),
+    ("prodigy", dict(b2=-0.1), "b2"),
+    ("prodigy", dict(b3=1.5), "b3"),
+    ("prodigy", dict(eps=0.0), "eps"),
+    ("prodigy", dict(d0=0.0), "d0"),
+    ("prodigy", dict(d_coef=-1.0), "d_coef"),
+    ("prodigy", dict(growth_rate=0.5), "growth_rate"),
+    ("prodigy", dict(weight_decay=-1.0), "weight_decay"),
+    ("dadapt_adam", dict(learning_rate=-1.0), "learning_rate"),
+    ("dadapt_adam", dict(b1=float("nan")), "b1"),
+    ("dadapt_adam", dict(b2=1.0), "b2"),
+    ("dadapt_adam", dict(d0=-1e-6), "d0"),
+    ("dadapt_adam", dict(growth_rate=0.9), "growth_rate"),
+    ("dadapt_adam", dict(eps=-1.0), "eps"),
+    ("shampoo", dict(learning_rate=0.0), "learning_rate"),
+    ("shampoo", dict(learning_rate=0.1, b1=1.0), "b1"),
+    ("shampoo", dict(learning_rate=0.1, b2=1.0), "b2"),
+    ("shampoo", dict(learning_rate=0.1, block_size=0), "block_size"),
+    ("shampoo", dict(learning_rate=0.1, block_size=2.5), "block_size"),
+    ("shampoo", dict(learning_rate=0.1, graft_type="adam"), "graft_type"),
+    ("shampoo", dict(learning_rate=0.1, preconditioning_compute_steps=0),
+     "preconditioning_compute_steps"),
+    ("shampoo", dict(learning_rate=0.1, statistics_compute_steps=0), "statistics_compute_steps"),
+    ("shampoo", dict(learning_rate=0.1, start_preconditioning_step=-1),
+     "start_preconditioning_step"),
+    ("shampoo", dict(learning_rate=0.1, matrix_eps=0.0), "matrix_eps"),
+    ("shampoo", dict(learning_rate=0.1, diagonal_eps=-1.0), "diagonal_eps"),
+    ("shampoo", dict(learning_rate=0.1, weight_decay=float("nan")), "weight_decay"),
+    ("sophia", dict(learning_rate=-0.1), "learning_rate"),
+    ("sophia", dict(learning_rate=0.1, b1=1.0), "b1"),
+    ("sophia", dict(learning_rate=0.1, b2=2.0), "b2"),
+    ("sophia", dict(learning_rate=0.1, gamma=0.0), "gamma"),
+    ("sophia", dict(learning_rate=0.1, eps=-1.0), "eps"),
+    ("sophia", dict(learning_rate=0.1, update_period=0), "update_period"),
+    ("sophia", dict(learning_rate=0.1, estimator="fisher"), "estimator"),
+    ("sophia", dict(learning_rate=0.1, probe_distribution="uniform"), "probe_distribution"),
+    ("sophia", dict(learning_rate=0.1, estimator="gnb"), "batch_size"),
+    ("sophia", dict(learning_rate=0.1, weight_decay=-1.0), "weight_decay"),
+    ("soap", dict(learning_rate=0.0), "learning_rate"),
+    ("soap", dict(learning_rate=0.1, b1=1.0), "b1"),
+    ("soap", dict(learning_rate=0.1, b2=-0.5), "b2"),
+    ("soap", dict(learning_rate=0.1, shampoo_beta=1.0), "shampoo_beta"),
+    ("soap", dict(learning_rate=0.1, eps=-1.0), "eps"),
+    ("soap", dict(learning_rate=0.1, weight_decay=-0.01), "weight_decay"),
+    ("soap", dict(learning_rate=0.1, precondition_frequency=0), "precondition_frequency"),
+    ("soap", dict(learning_rate=0.1, max_precondition_dim=0), "max_precondition_dim"),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,arg", BAD, ids=[f"{n}-{a}-{i}" for i, (n, _, a)
+                                                      in enumerate(BAD)])
+def test_bad_hyperparameters_raise(name: str, kwargs: dict, arg: str) -> None:
+  with pytest.raises(ValueError, match=arg) as info:
+    optim.REGISTRY[name](**kwargs)
+  assert "\n" not in str(info.value)
+
+
+def test_zero_gradient_step_moves_nothing_and_keeps_d() -> None:
+  """Prodigy and D-Adapt Adam skip a step whose ||s||_1 is 0, as the authors' code does."""
+  params, _ = _small_problem()
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  for tx in (lr_free.prodigy(1.0), lr_free.dadapt_adam(1.0)):
+    state = tx.init(params)
+    u, new_state = _jit(tx.update)(zeros, state, params)
+    chex.assert_trees_all_equal(u, zeros)
+    assert float(new_state[0].d) == float(state[0].d)
+    assert int(new_state[0].k) == 0
+
+
+def test_shampoo_block_size_must_divide_and_names_the_leaf() -> None:
+  params = {"conv": {"kernel": jnp.ones((3, 3, 2, 8))}, "b": jnp.ones(5)}
+  with pytest.raises(ValueError, match=r"block_size=4 does not divide dimension 18.*'conv'"):
+    optim.shampoo(0.1, block_size=4).init(params)
+  state = optim.shampoo(0.1, block_size=2).init(params)  # (18, 8) in 9 x 4 blocks of 2 x 2.
+  assert state[0].stats_l["conv"]["kernel"].shape == (9, 4, 2, 2)
+  assert state[0].stats_l["b"].shape == (0,)  # 1-D leaves take the graft step.
+
+
+def test_sophia_needs_its_extra_args() -> None:
+  params, grads = _small_problem()
+  tx = optim.sophia(0.1)
+  with pytest.raises(ValueError, match="value_fn"):
+    tx.update(grads[0], tx.init(params), params)
+  with pytest.raises(ValueError, match="key"):
+    tx.update(grads[0], tx.init(params), params, value_fn=_small_loss)
+
+
+def test_sophia_gnb_estimate_is_unbiased_for_the_fisher_diagonal() -> None:
+  """E[B g_hat^2] over labels drawn from the model = (1/B) sum_i sum_c p_ic (d l(x_i, c))^2.
+
+  The expectation is taken exactly: every label vector (5^3 of them) weighted by its
+  probability. ``value_fn(params, key)`` receives the label vector as its "key".
+  """
+  rng = np.random.RandomState(0)
+  n, k = 3, 5
+  x = jnp.asarray(rng.randn(n, 3), jnp.float32)
+  params = {"w": jnp.asarray(0.5 * rng.randn(3, k), jnp.float32), "b": jnp.zeros(k)}
+  logits_fn = lambda p: x @ p["w"] + p["b"]
+  log_probs = lambda p: jax.nn.log_softmax(logits_fn(p))
+  ce = lambda p, labels: -jnp.mean(jnp.take_along_axis(log_probs(p), labels[:, None], axis=1))
+
+  tx = optim.scale_by_sophia(b2=0.0, estimator="gnb", batch_size=n, update_period=1)
+  labels = jnp.asarray(np.array(np.meshgrid(*[np.arange(k)] * n)).reshape(n, -1).T)
+
+  @_jit
+  def expected_and_fisher(params):
+    state0 = tx.init(params)
+    weights = jnp.exp(sum(log_probs(params)[i][labels[:, i]] for i in range(n)))
+    estimates = jax.vmap(lambda y: tx.update(params, state0, params, value_fn=ce,
+                                             key=y)[1].hessian)(labels)
+    got = jax.tree.map(lambda h: jnp.tensordot(weights, h, axes=1), estimates)
+    probs = jnp.exp(log_probs(params))
+    per_example = jax.vmap(jax.vmap(  # d l(x_i, c) / d params for every example and class.
+        lambda i, c: jax.grad(lambda p: -log_probs(p)[i, c])(params),
+        in_axes=(None, 0)), in_axes=(0, None))(jnp.arange(n), jnp.arange(k))
+    fisher = jax.tree.map(lambda g: jnp.einsum("ic,ic...->...", probs, g * g) / n,
+                          per_example)
+    return jnp.sum(weights), got, fisher
+
+  total, got, fisher = expected_and_fisher(params)
+  np.testing.assert_allclose(float(total), 1.0, rtol=1e-5)
+  chex.assert_trees_all_close(got, fisher, rtol=1e-4, atol=1e-7)
+
+
+def test_soap_first_step_only_builds_the_bases() -> None:
+  """Step 0 moves nothing; its bases are the eigenvectors of G G^T and G^T G."""
+  params, grads = _small_problem()
+  tx = optim.soap(0.1)
+  u, state = _jit(tx.update)(grads[0], tx.init(params), params)
+  chex.assert_trees_all_equal(u, jax.tree.map(jnp.zeros_like, u))
+  g = np.asarray(grads[0]["w"], np.float64)
+  q_l = np.asarray(state[0].q_l["w"])
+  # Q_L^T (G G^T) Q_L is diagonal with decreasing entries.
+  d = q_l.T @ (g @ g.T) @ q_l
+  np.testing.assert_allclose(d - np.diag(np.diag(d)), 0.0, atol=1e-5)
+  assert np.all(np.diff(np.diag(d)) <= 1e-6)
+  assert state[0].q_l["b"].shape == (0,)
+
+
+@pytest.mark.parametrize("name,kwargs,shape,want", [
+    ("adam", dict(learning_rate=1e-3), (512, 512), 8.0),
+    ("muon", dict(learning_rate=0.02), (512, 512), 4.0),
+    ("shampoo", dict(learning_rate=0.1), (512, 512), 28.0),        # 4 (3 + 4)
+    ("shampoo", dict(learning_rate=0.1), (1024, 256), 32.0),       # 4 (3 + 2 (512^2 + 256^2) / (512 256))
+    ("shampoo", dict(learning_rate=0.1, graft_type="sgd"), (512, 512), 24.0),
+    ("soap", dict(learning_rate=0.01), (1024, 256), 42.0),         # 4 (2 + 2 (1024^2 + 256^2) / (1024 256))
+    ("prodigy", dict(), (512, 512), 16.0),
+    ("dadapt_adam", dict(), (512, 512), 12.0),
+])
+def test_state_bytes_per_parameter_in_the_docs_table(name, kwargs, shape, want) -> None:
+  params = {"x": jax.ShapeDtypeStruct(shape, jnp.float32)}
+  state = jax.eval_shape(optim.REGISTRY[name](**kwargs).init, params)
+  got = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)) / np.prod(shape)
+  np.testing.assert_allclose(got, want, atol=1e-3)
+
+
+def test_sophia_hessian_diag_forces_a_refresh_with_that_estimate() -> None:
+  """``hessian_diag=`` (SophiaH's step(hessian=...)): h = b2 h + (1 - b2) estimate, any step."""
+  params, grads = _small_problem()
+  tx = optim.scale_by_sophia(b1=0.5, b2=0.0, gamma=2.0, update_period=1000)
+  h = jax.tree.map(lambda p: jnp.full_like(p, 0.25), params)
+
+  @_jit
+  def two_steps(state):
+    _, state = tx.update(grads[0], state, params, hessian_diag=h)
+    return tx.update(grads[1], state, params, hessian_diag=h)
+
+  u, state = two_steps(tx.init(params))
+  chex.assert_trees_all_close(state.hessian, h)
+  m = jax.tree.map(lambda a, b: 0.5 * (0.5 * a) + 0.5 * b, grads[0], grads[1])
+  chex.assert_trees_all_close(u, jax.tree.map(lambda m: jnp.clip(m / 0.5, -1, 1), m),
+                              rtol=1e-6)
