@@ -93,7 +93,7 @@ def loss_landscape(loss_fn: Callable[[PyTree, Any], jax.Array], params: PyTree, 
   def point(c):
     p = params
     for i, d in enumerate(directions):
-      p = jax.tree.map(lambda x, y, i=i: x + c[i].astype(x.dtype) * y, p, d)
+      p = jax.tree.map(lambda x, y, i=i: x + c[i].astype(jnp.result_type(x)) * y, p, d)
     return loss_fn(p, batch)
 
   values = jax.lax.map(point, coords)
