@@ -12,7 +12,8 @@ SGD at lr 0.1, batch 128, on MNIST-1D; every 10 steps the range of
 
   python -m experiments.reproduce_santurkar2018 --workdir=/tmp/santurkar [--publish]
 
-Writes ``<workdir>/santurkar2018.json``; exits 1 when the claim fails.
+Writes ``<workdir>/santurkar2018.json``; exits 1 when the claim fails. Recorded: the claim
+fails here, ratio 0.71 at lr 0.1 and 0.70 at lr 0.4 (BatchNorm gives the larger range).
 """
 
 from absl import app
