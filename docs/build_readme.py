@@ -36,6 +36,7 @@ ORDER = (
     "training.md",
     "reproductions.md",
     "reproductions_training.md",
+    "curvature.md",
     "activation_search.md",
     "compare.md",
     "benchmarks.md",
