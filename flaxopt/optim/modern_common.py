@@ -72,10 +72,18 @@ def check_beta(name: str, value: Any) -> None:
   check_range(name, value, 0.0, 1.0)
 
 
+def check_int(name: str, value: Any, low: int) -> None:
+  """A concrete integer (Python or 0-d array) >= ``low``; tracers are skipped."""
+  if isinstance(value, jax.core.Tracer):
+    return
+  v = concrete(value) if not isinstance(value, bool) else None
+  if v is None or v != int(v) or v < low:
+    raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+
+
 def check_positive_int(name: str, value: Any) -> None:
-  """A Python int >= 1."""
-  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-    raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+  """A concrete integer >= 1 (tracers skipped)."""
+  check_int(name, value, 1)
 
 
 def check_learning_rate(learning_rate: ScalarOrSchedule) -> None:

@@ -21,6 +21,11 @@ __all__ = ["lookahead_by_name", "sam_by_name"]
 
 def _base(base: str, learning_rate: Any, base_kwargs: dict) -> optax.GradientTransformation:
   from flaxopt import registry  # pylint: disable=g-import-not-at-top  (avoids a cycle)
+  # optax.inject_hyperparams binds the signature and passes the (empty) **base_kwargs dict
+  # as a keyword named base_kwargs: unpack it.
+  nested = base_kwargs.pop("base_kwargs", None)
+  if isinstance(nested, dict):
+    base_kwargs = {**nested, **base_kwargs}
   if base in ("lookahead", "sam"):
     raise ValueError(f"base must be a plain optimizer name, got {base!r}.")
   return registry.get("optimizer", base, learning_rate=learning_rate, **base_kwargs)

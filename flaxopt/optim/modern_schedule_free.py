@@ -108,18 +108,18 @@ def schedule_free(direction: optax.GradientTransformation,
       ``params = y``.
     learning_rate: a positive float, or a non-decreasing schedule (a decaying one raises).
     b1: interpolation ``b1`` in (0, 1) (``momentum`` / ``betas[0]`` in ``schedulefree``).
-    warmup_steps: linear warmup length (int >= 0).
+    warmup_steps: linear warmup length (integer >= 0; may be an array under
+      ``inject_hyperparams``).
     r: polynomial weighting power (>= 0).
     weight_lr_power: power of ``lr_max`` in the weights (>= 0).
 
   Reference: Defazio, Yang, Mehta, Mishchenko, Khaled & Cutkosky, "The Road Less
   Scheduled", NeurIPS 2024; the authors' ``schedulefree`` package.
   """
+  mc.check_learning_rate(learning_rate)
   _check_not_decaying(learning_rate)
   mc.check_range("b1", b1, 0.0, 1.0, low_open=True)
-  if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, (int, np.integer)) \
-      or warmup_steps < 0:
-    raise ValueError(f"warmup_steps must be an integer >= 0, got {warmup_steps!r}.")
+  mc.check_int("warmup_steps", warmup_steps, 0)
   mc.check_nonneg("r", r)
   mc.check_nonneg("weight_lr_power", weight_lr_power)
   scalar = lambda v: jnp.asarray(v, jnp.result_type(float))
@@ -136,8 +136,8 @@ def schedule_free(direction: optax.GradientTransformation,
     k = state.count
     kf = k.astype(state.weight_sum.dtype)
     lr = scalar(mc.learning_rate_at(learning_rate, k)).astype(kf.dtype)
-    if warmup_steps > 0:
-      lr = lr * jnp.minimum(1.0, (kf + 1) / warmup_steps)
+    warmup = jnp.asarray(warmup_steps, kf.dtype)
+    lr = lr * jnp.where(warmup > 0, jnp.minimum(1.0, (kf + 1) / jnp.maximum(warmup, 1)), 1.0)
     lr_max = jnp.maximum(lr, state.lr_max)
     weight = (kf + 1) ** r * lr_max ** weight_lr_power
     weight_sum = state.weight_sum + weight
