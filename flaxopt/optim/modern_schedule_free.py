@@ -51,8 +51,8 @@ def _check_not_decaying(learning_rate: ScalarOrSchedule) -> None:
     mc.check_positive("learning_rate", learning_rate)
     return
   try:
-    values = np.asarray(jax.vmap(learning_rate)(jnp.asarray(_PROBE_COUNTS, jnp.int32)),
-                        np.float64)
+    values = np.asarray(jax.jit(jax.vmap(learning_rate))(
+        jnp.asarray(_PROBE_COUNTS, jnp.int32)), np.float64)
   except Exception:  # pylint: disable=broad-except
     values = np.asarray([float(learning_rate(int(k))) for k in _PROBE_COUNTS])
   if not np.all(np.isfinite(values)) or np.any(values < 0):
