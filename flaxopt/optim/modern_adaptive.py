@@ -8,7 +8,7 @@ reference, the paper and optax disagree (weight-decay placement, bias correction
 placement), the docstring says which one we follow. Conventions of
 ``flaxopt.optim.modern_common`` (dtype policy, None leaves, validation) apply.
 
->>> import jax.numpy as jnp, optax
+>>> import jax, jax.numpy as jnp, optax
 >>> from flaxopt import optim
 >>> tx = optim.adamw(learning_rate=1e-3, weight_decay=1e-2)
 >>> params = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}

@@ -82,12 +82,15 @@ def _our_trajectory(name: str, kwargs: dict, data, steps: int) -> dict[str, np.n
       p = optax.apply_updates(p, u)
       x = optim.schedule_free_eval_params(p, s) if schedule_free else p
       return (p, s), (p, x)
-    _, (ps, xs) = jax.lax.scan(body, (p0, tx.init(p0)), None, length=steps)
+    (_, state), (ps, xs) = jax.lax.scan(body, (p0, tx.init(p0)), None, length=steps)
     cat = lambda first, rest: jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]),
                                            first, rest)
-    return cat(p0, ps), cat(p0, xs)
+    return cat(p0, ps), cat(p0, xs), state
 
-  ps, xs = run(p0)
+  ps, xs, state = run(p0)
+  # float64 in, float64 out: updates and every parameter-shaped state array.
+  assert ps["w"].dtype == xs["w"].dtype == jnp.float64
+  assert all(x.dtype == jnp.float64 for x in jax.tree.leaves(state) if x.ndim > 0)
   out = {"w": np.asarray(ps["w"]), "b": np.asarray(ps["b"])}
   if schedule_free:
     out.update(x_w=np.asarray(xs["w"]), x_b=np.asarray(xs["b"]))
@@ -260,6 +263,28 @@ def _update(tx, g, state, params, objective):
   return optax.with_extra_args_support(tx).update(g, state, params, value_fn=objective)
 
 
+def _trajectory(tx, params, grad_fn, steps, objective=None):
+  """Iterates ``grad_fn(params, t)`` for ``steps`` steps in one jitted scan.
+
+  Returns the stacked parameters after each step and the final optimizer state.
+  """
+  @jax.jit
+  def run(params):
+    def body(carry, t):
+      p, state = carry
+      u, state = _update(tx, grad_fn(p, t), state, p, objective)
+      p = optax.apply_updates(p, u)
+      return (p, state), p
+    (_, state), ps = jax.lax.scan(body, (params, tx.init(params)), jnp.arange(steps))
+    return ps, state
+  return run(params)
+
+
+def _wavy_grads(p, t):
+  """Fixed, parameter-dependent gradients whose scale changes 100x with t."""
+  return jax.tree.map(lambda x: jnp.sin(3.0 * x + t) * 10.0 ** (t % 3 - 1), p)
+
+
 def _minimize(tx, objective, x0, steps):
   """Final iterate (schedule-free: the averaged point x)."""
   @jax.jit
@@ -306,8 +331,9 @@ def _small_loss(params):
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_dtype_state_structure_and_one_compilation(case: Case) -> None:
-  for dtype in (jnp.float32, jnp.bfloat16, jnp.float64):
-    with jax.enable_x64(dtype == jnp.float64):
+  """float32 and bfloat16 here; float64 runs through every reference trajectory above."""
+  for dtype in (jnp.float32, jnp.bfloat16):
+    with jax.enable_x64(False):
       params, grads = _small_problem(dtype)
       tx = case.make()
       traces = []
@@ -431,15 +457,20 @@ def test_schedule_free_eval_params_is_the_running_average() -> None:
     params, _ = _small_problem(jnp.float64)
     tx = optax.chain(optax.clip_by_global_norm(10.0),
                      optim.schedule_free_sgd(0.1, b1=0.7, weight_lr_power=0.0))
-    state = tx.init(params)
-    zs = []
-    for t in range(6):
-      g = jax.tree.map(lambda p, t=t: jnp.cos(p * (t + 1)), params)
-      u, state = tx.update(g, state, params)
-      params = optax.apply_updates(params, u)
-      zs.append(state[1].z)
+
+    @jax.jit
+    def run(params):
+      def body(carry, t):
+        p, state = carry
+        u, state = tx.update(jax.tree.map(lambda x: jnp.cos(x * (t + 1)), p), state, p)
+        p = optax.apply_updates(p, u)
+        return (p, state), state[1].z
+      (p, state), zs = jax.lax.scan(body, (params, tx.init(params)), jnp.arange(6.0))
+      return p, state, zs
+
+    params, state, zs = run(params)
     x = optim.schedule_free_eval_params(params, state)
-    want = jax.tree.map(lambda *z: sum(z) / len(z), *zs)  # c_1 = 1: x_1 = z_1, then means.
+    want = jax.tree.map(lambda z: z.mean(axis=0), zs)  # c_1 = 1: x_1 = z_1, then means.
     chex.assert_trees_all_close(x, want, rtol=1e-12)
     # y = (1 - b1) z + b1 x.
     chex.assert_trees_all_close(params, jax.tree.map(lambda z, x: 0.3 * z + 0.7 * x,
@@ -477,13 +508,9 @@ def test_schedule_free_adamw_agrees_with_optax_contrib() -> None:
     params, _ = _small_problem(jnp.float64)
 
     def run(ours, theirs):
-      p1, s1, p2, s2 = params, ours.init(params), params, theirs.init(params)
-      for t in range(8):
-        g = jax.tree.map(lambda p, t=t: jnp.sin(3.0 * p + t), p1)
-        u1, s1 = ours.update(g, s1, p1)
-        u2, s2 = theirs.update(g, s2, p2)
-        p1, p2 = optax.apply_updates(p1, u1), optax.apply_updates(p2, u2)
-      return p1, s1, p2, s2
+      p1, s1 = _trajectory(ours, params, _wavy_grads, 8)
+      p2, s2 = _trajectory(theirs, params, _wavy_grads, 8)
+      return jax.tree.map(lambda a: a[-1], p1), s1, jax.tree.map(lambda a: a[-1], p2), s2
 
     p1, s1, p2, s2 = run(optim.schedule_free_adamw(1e-2, b1=0.9, weight_decay=0.01),
                          optax.contrib.schedule_free_adamw(1e-2, b1=0.9, weight_decay=0.01))
@@ -535,28 +562,12 @@ def test_recompute_batch_stats_is_the_mean_of_batch_statistics() -> None:
 # ----------------------------------------------------------------------------
 
 
-def _run(tx, params, grads, objective=_small_loss):
-  state, out = tx.init(params), []
-  for g in grads:
-    u, state = _update(tx, g, state, params, objective)
-    params = optax.apply_updates(params, u)
-    out.append(params)
-  return out
-
-
 def test_wrappers_reduce_to_the_inner_optimizer() -> None:
   """Lookahead with alpha = 1 and SAM with rho = 0 are the inner optimizer."""
   params, _ = _small_problem(jnp.float32)
   inner = optim.adam(1e-2)
-
-  def run(tx):
-    p, state, out = params, tx.init(params), []
-    for _ in range(5):
-      u, state = _update(tx, jax.grad(_small_loss)(p), state, p, _small_loss)
-      p = optax.apply_updates(p, u)
-      out.append(p)
-    return out
-
+  run = lambda tx: _trajectory(tx, params, lambda p, t: jax.grad(_small_loss)(p), 5,
+                               _small_loss)[0]
   for wrapped in (optim.lookahead(inner, sync_period=2, alpha=1.0), optim.sam(inner, rho=0.0)):
     chex.assert_trees_all_close(run(wrapped), run(inner), rtol=1e-6)
 
@@ -587,10 +598,8 @@ OPTAX_AGREEMENT = [
 def test_agrees_with_optax_where_conventions_match(name, kwargs, reference) -> None:
   with jax.enable_x64(True):
     params, _ = _small_problem(jnp.float64)
-    grads = [jax.tree.map(lambda p, t=t: jnp.sin(3.0 * p + t) * 10.0 ** (t % 3 - 1), params)
-             for t in range(12)]
-    got = _run(registry.get("optimizer", name, **kwargs), params, grads)
-    want = _run(reference, params, grads)
+    got, _ = _trajectory(registry.get("optimizer", name, **kwargs), params, _wavy_grads, 12)
+    want, _ = _trajectory(reference, params, _wavy_grads, 12)
     chex.assert_trees_all_close(got, want, rtol=1e-10, atol=1e-14)
 
 
@@ -598,10 +607,9 @@ def test_defaults_differ_from_optax_where_documented() -> None:
   """RAdam's eps placement and LAMB's variant are real differences from optax."""
   with jax.enable_x64(True):
     params, _ = _small_problem(jnp.float64)
-    grads = [jax.tree.map(lambda p, t=t: 1e-3 * jnp.sin(3.0 * p + t), params)
-             for t in range(12)]
+    small = lambda p, t: jax.tree.map(lambda x: 1e-3 * jnp.sin(3.0 * x + t), p)
     for ours, theirs in ((optim.radam(1e-2, eps=1e-3), optax.radam(1e-2, eps=1e-3)),
                          (optim.lamb(1e-2), optax.lamb(1e-2))):
-      got = _run(ours, params, grads)[-1]["w"]
-      want = _run(theirs, params, grads)[-1]["w"]
+      got = _trajectory(ours, params, small, 12)[0]["w"][-1]
+      want = _trajectory(theirs, params, small, 12)[0]["w"][-1]
       assert not np.allclose(got, want, rtol=1e-4)
