@@ -285,21 +285,24 @@ def _wavy_grads(p, t):
   return jax.tree.map(lambda x: jnp.sin(3.0 * x + t) * 10.0 ** (t % 3 - 1), p)
 
 
-def _minimize(tx, objective, x0, steps):
-  """Final iterate (schedule-free: the averaged point x)."""
-  @jax.jit
-  def run(x):
+def _minimize_both(tx, steps):
+  """Final iterates on the parabola and on Rosenbrock, in one compilation (schedule-free: x)."""
+  def minimize(objective, x):
     def body(_, carry):
       x, state = carry
       updates, state = _update(tx, jax.grad(objective)(x), state, x, objective)
       return optax.apply_updates(x, updates), state
     x, state = jax.lax.fori_loop(0, steps, body, (x, tx.init(x)))
-    return x, state
-  x, state = run(x0)
-  try:
-    return optim.schedule_free_eval_params(x, state)
-  except ValueError:
-    return x
+    try:
+      return optim.schedule_free_eval_params(x, state)
+    except ValueError:
+      return x
+
+  @jax.jit
+  def run(x_parabola, x_rosenbrock):
+    return minimize(_parabola, x_parabola), minimize(_rosenbrock, x_rosenbrock)
+
+  return run(jax.tree.map(jnp.zeros_like, PARABOLA_TARGET), jnp.zeros(2))
 
 
 def test_table_covers_part_a_and_registry() -> None:
@@ -310,10 +313,8 @@ def test_table_covers_part_a_and_registry() -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_minimizes_parabola_and_rosenbrock(case: Case) -> None:
-  tx = case.make()
-  x = _minimize(tx, _parabola, jax.tree.map(jnp.zeros_like, PARABOLA_TARGET), case.steps)
+  x, xy = _minimize_both(case.make(), case.steps)
   chex.assert_trees_all_close(x, PARABOLA_TARGET, atol=1e-2)
-  xy = _minimize(tx, _rosenbrock, jnp.zeros(2), case.steps)
   chex.assert_trees_all_close(xy, jnp.ones(2), atol=2e-2)
 
 
@@ -366,18 +367,19 @@ def test_inject_hyperparams_under_vmap(case: Case) -> None:
   ctor = registry.table("optimizer")[case.name]
   static = tuple(k for k, v in kwargs.items() if isinstance(v, (str, bool, int)))
 
-  @jax.jit
-  @jax.vmap
-  def batched(lr):
-    tx = optax.inject_hyperparams(ctor, static_args=static)(learning_rate=lr, **kwargs)
-    u, _ = _update(tx, grads[0], tx.init(params), params, _small_loss)
-    return u
+  def first_update(tx):
+    return _update(tx, grads[0], tx.init(params), params, _small_loss)[0]
 
-  got = batched(jnp.array([lr0, 2 * lr0]))
-  for i, lr in enumerate((lr0, 2 * lr0)):
-    tx = ctor(learning_rate=lr, **kwargs)
-    want, _ = _update(tx, grads[0], tx.init(params), params, _small_loss)
-    chex.assert_trees_all_close(jax.tree.map(lambda x, i=i: x[i], got), want, rtol=1e-5,
+  @jax.jit
+  def run(lrs):
+    injected = jax.vmap(lambda lr: first_update(optax.inject_hyperparams(
+        ctor, static_args=static)(learning_rate=lr, **kwargs)))(lrs)
+    plain = [first_update(ctor(learning_rate=lr, **kwargs)) for lr in (lr0, 2 * lr0)]
+    return injected, plain
+
+  got, want = run(jnp.array([lr0, 2 * lr0]))
+  for i in range(2):
+    chex.assert_trees_all_close(jax.tree.map(lambda x, i=i: x[i], got), want[i], rtol=1e-5,
                                 atol=1e-7)
 
 
