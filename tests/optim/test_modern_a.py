@@ -44,13 +44,9 @@ REFERENCE_RTOL = {name: 1e-8 for name in PART_A}
 REFERENCE_RTOL["sam"] = 2e-6
 
 
-def _reference_cases():
-  out = []
-  for name in PART_A:
-    with np.load(REFERENCES / f"a_{name}.npz") as z:
-      meta = json.loads(str(z["meta"]))
-    out += [pytest.param(name, case, id=f"{name}-{case}") for case in meta["cases"]]
-  return out
+def _reference_meta(name: str) -> dict:
+  with np.load(REFERENCES / f"a_{name}.npz") as z:
+    return json.loads(str(z["meta"]))
 
 
 def _least_squares(data):
@@ -67,15 +63,18 @@ def _least_squares(data):
   return loss, grad
 
 
-def _our_trajectory(name: str, kwargs: dict, data, steps: int) -> dict[str, np.ndarray]:
-  """flaxopt's float64 trajectory (y, and x for schedule-free) under one jitted scan."""
-  loss, grad = _least_squares(data)
-  tx = optax.with_extra_args_support(registry.get("optimizer", name, **kwargs))
-  p0 = {"w": jnp.asarray(data["w0"]), "b": jnp.asarray(data["b0"])}
-  schedule_free = name.startswith("schedule_free")
+def _our_trajectories(specs: dict[str, tuple[str, dict]], data, steps: int
+                      ) -> dict[str, dict[str, np.ndarray]]:
+  """flaxopt's float64 trajectories (y, and x for schedule-free), all cases in one jit.
 
-  @jax.jit
-  def run(p0):
+  ``specs``: case -> (registry name, kwargs). One compilation per optimizer, not per case.
+  """
+  loss, grad = _least_squares(data)
+  p0 = {"w": jnp.asarray(data["w0"]), "b": jnp.asarray(data["b0"])}
+  txs = {case: optax.with_extra_args_support(registry.get("optimizer", name, **kwargs))
+         for case, (name, kwargs) in specs.items()}
+
+  def one(tx, schedule_free, p0):
     def body(carry, _):
       p, s = carry
       u, s = tx.update(grad(p), s, p, value_fn=loss)
@@ -87,37 +86,46 @@ def _our_trajectory(name: str, kwargs: dict, data, steps: int) -> dict[str, np.n
                                            first, rest)
     return cat(p0, ps), cat(p0, xs), state
 
-  ps, xs, state = run(p0)
-  # float64 in, float64 out: updates and every parameter-shaped state array.
-  assert ps["w"].dtype == xs["w"].dtype == jnp.float64
-  assert all(x.dtype == jnp.float64 for x in jax.tree.leaves(state) if x.ndim > 0)
-  out = {"w": np.asarray(ps["w"]), "b": np.asarray(ps["b"])}
-  if schedule_free:
-    out.update(x_w=np.asarray(xs["w"]), x_b=np.asarray(xs["b"]))
+  run = jax.jit(lambda p0: {case: one(tx, specs[case][0].startswith("schedule_free"), p0)
+                            for case, tx in txs.items()})
+  out = {}
+  for case, (ps, xs, state) in run(p0).items():
+    # float64 in, float64 out: updates and every parameter-shaped state array.
+    assert ps["w"].dtype == xs["w"].dtype == jnp.float64
+    assert all(x.dtype == jnp.float64 for x in jax.tree.leaves(state) if x.ndim > 0)
+    out[case] = {"w": np.asarray(ps["w"]), "b": np.asarray(ps["b"])}
+    if specs[case][0].startswith("schedule_free"):
+      out[case].update(x_w=np.asarray(xs["w"]), x_b=np.asarray(xs["b"]))
   return out
 
 
-def _compare(ours: dict, ref: dict, rtol: float) -> None:
+def _our_trajectory(name: str, kwargs: dict, data, steps: int) -> dict[str, np.ndarray]:
+  return _our_trajectories({"case": (name, kwargs)}, data, steps)["case"]
+
+
+def _compare(ours: dict, ref: dict, rtol: float, case: str) -> None:
   for key in ref:
     np.testing.assert_allclose(ours[key], ref[key], rtol=rtol, atol=rtol * 1e-3,
-                               err_msg=key)
+                               err_msg=f"{case}: {key}")
 
 
-@pytest.mark.parametrize("name,case", _reference_cases())
-def test_matches_recorded_reference(name: str, case: str) -> None:
+@pytest.mark.parametrize("name", PART_A)
+def test_matches_recorded_reference(name: str) -> None:
   with np.load(REFERENCES / f"a_{name}.npz") as z:
     arrays = {k: z[k] for k in z.files}
   meta = json.loads(str(arrays["meta"]))
   assert {"torch", "pytorch_optimizer", "schedulefree", "lion-pytorch"} <= set(
       meta["versions"])
-  spec = meta["cases"][case]
-  ref = {k.split("__", 1)[1]: v for k, v in arrays.items() if k.startswith(f"{case}__")}
-  assert ref["w"].shape == (meta["steps"] + 1, 4, 3) and meta["steps"] >= 25
-  # The reference moved: the test is not comparing two copies of the start.
-  assert np.max(np.abs(ref["w"][-1] - ref["w"][0])) > 0.05
+  assert meta["steps"] >= 25 and len(meta["cases"]) >= 2
+  specs = {case: (c["name"], c["kwargs"]) for case, c in meta["cases"].items()}
   with jax.enable_x64(True):
-    ours = _our_trajectory(spec["name"], spec["kwargs"], arrays, meta["steps"])
-  _compare(ours, ref, REFERENCE_RTOL[name])
+    ours = _our_trajectories(specs, arrays, meta["steps"])
+  for case in specs:
+    ref = {k.split("__", 1)[1]: v for k, v in arrays.items() if k.startswith(f"{case}__")}
+    assert ref["w"].shape == (meta["steps"] + 1, 4, 3)
+    # The reference moved: the test is not comparing two copies of the start.
+    assert np.max(np.abs(ref["w"][-1] - ref["w"][0])) > 0.05, case
+    _compare(ours[case], ref, REFERENCE_RTOL[name], case)
 
 
 def _reference_packages_available() -> bool:
@@ -127,16 +135,18 @@ def _reference_packages_available() -> bool:
 
 @pytest.mark.skipif(not _reference_packages_available(),
                     reason="torch / lion-pytorch / schedulefree / pytorch-optimizer not installed")
-@pytest.mark.parametrize("name,case", _reference_cases())
-def test_matches_live_reference(name: str, case: str) -> None:
+@pytest.mark.parametrize("name", PART_A)
+def test_matches_live_reference(name: str) -> None:
   import torch  # pylint: disable=g-import-not-at-top
   from tests.optim.references import generate_a  # pylint: disable=g-import-not-at-top
   torch.set_default_dtype(torch.float64)
-  ref = generate_a.reference_trajectory(name, case)
-  spec_name, kwargs, _ = generate_a._cases()[name][case]  # pylint: disable=protected-access
+  cases = generate_a._cases()[name]  # pylint: disable=protected-access
+  specs = {case: (n, kwargs) for case, (n, kwargs, _) in cases.items()}
   with jax.enable_x64(True):
-    ours = _our_trajectory(spec_name, kwargs, generate_a.problem(), generate_a.STEPS)
-  _compare(ours, ref, REFERENCE_RTOL[name])
+    ours = _our_trajectories(specs, generate_a.problem(), generate_a.STEPS)
+  for case in cases:
+    _compare(ours[case], generate_a.reference_trajectory(name, case), REFERENCE_RTOL[name],
+             case)
 
 
 # ----------------------------------------------------------------------------
@@ -308,7 +318,7 @@ def _minimize_both(tx, steps):
 def test_table_covers_part_a_and_registry() -> None:
   assert {c.name for c in CASES} == set(PART_A)
   assert set(PART_A) <= set(registry.names("optimizer"))
-  assert {p.values[0] for p in _reference_cases()} == set(PART_A)
+  assert all(_reference_meta(name)["cases"] for name in PART_A)
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
