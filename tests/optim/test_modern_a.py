@@ -273,13 +273,12 @@ def _update(tx, g, state, params, objective):
   return optax.with_extra_args_support(tx).update(g, state, params, value_fn=objective)
 
 
-def _trajectory(tx, params, grad_fn, steps, objective=None):
-  """Iterates ``grad_fn(params, t)`` for ``steps`` steps in one jitted scan.
+def _trajectories(txs, params, grad_fn, steps, objective=None):
+  """Iterates ``grad_fn(params, t)`` for each transform in ``txs``, all in one jitted scan.
 
-  Returns the stacked parameters after each step and the final optimizer state.
+  Returns, per transform, the stacked parameters after each step and the final state.
   """
-  @jax.jit
-  def run(params):
+  def one(tx, params):
     def body(carry, t):
       p, state = carry
       u, state = _update(tx, grad_fn(p, t), state, p, objective)
@@ -287,7 +286,7 @@ def _trajectory(tx, params, grad_fn, steps, objective=None):
       return (p, state), p
     (_, state), ps = jax.lax.scan(body, (params, tx.init(params)), jnp.arange(steps))
     return ps, state
-  return run(params)
+  return jax.jit(lambda params: [one(tx, params) for tx in txs])(params)
 
 
 def _wavy_grads(p, t):
@@ -520,8 +519,7 @@ def test_schedule_free_adamw_agrees_with_optax_contrib() -> None:
     params, _ = _small_problem(jnp.float64)
 
     def run(ours, theirs):
-      p1, s1 = _trajectory(ours, params, _wavy_grads, 8)
-      p2, s2 = _trajectory(theirs, params, _wavy_grads, 8)
+      (p1, s1), (p2, s2) = _trajectories([ours, theirs], params, _wavy_grads, 8)
       return jax.tree.map(lambda a: a[-1], p1), s1, jax.tree.map(lambda a: a[-1], p2), s2
 
     p1, s1, p2, s2 = run(optim.schedule_free_adamw(1e-2, b1=0.9, weight_decay=0.01),
@@ -578,10 +576,11 @@ def test_wrappers_reduce_to_the_inner_optimizer() -> None:
   """Lookahead with alpha = 1 and SAM with rho = 0 are the inner optimizer."""
   params, _ = _small_problem(jnp.float32)
   inner = optim.adam(1e-2)
-  run = lambda tx: _trajectory(tx, params, lambda p, t: jax.grad(_small_loss)(p), 5,
-                               _small_loss)[0]
-  for wrapped in (optim.lookahead(inner, sync_period=2, alpha=1.0), optim.sam(inner, rho=0.0)):
-    chex.assert_trees_all_close(run(wrapped), run(inner), rtol=1e-6)
+  txs = [inner, optim.lookahead(inner, sync_period=2, alpha=1.0), optim.sam(inner, rho=0.0)]
+  (want, _), *wrapped = _trajectories(txs, params, lambda p, t: jax.grad(_small_loss)(p), 5,
+                                      _small_loss)
+  for got, _ in wrapped:
+    chex.assert_trees_all_close(got, want, rtol=1e-6)
 
 
 def test_lookahead_parameters_equal_slow_weights_after_sync() -> None:
@@ -610,8 +609,8 @@ OPTAX_AGREEMENT = [
 def test_agrees_with_optax_where_conventions_match(name, kwargs, reference) -> None:
   with jax.enable_x64(True):
     params, _ = _small_problem(jnp.float64)
-    got, _ = _trajectory(registry.get("optimizer", name, **kwargs), params, _wavy_grads, 12)
-    want, _ = _trajectory(reference, params, _wavy_grads, 12)
+    (got, _), (want, _) = _trajectories([registry.get("optimizer", name, **kwargs), reference],
+                                        params, _wavy_grads, 12)
     chex.assert_trees_all_close(got, want, rtol=1e-10, atol=1e-14)
 
 
@@ -620,8 +619,8 @@ def test_defaults_differ_from_optax_where_documented() -> None:
   with jax.enable_x64(True):
     params, _ = _small_problem(jnp.float64)
     small = lambda p, t: jax.tree.map(lambda x: 1e-3 * jnp.sin(3.0 * x + t), p)
-    for ours, theirs in ((optim.radam(1e-2, eps=1e-3), optax.radam(1e-2, eps=1e-3)),
-                         (optim.lamb(1e-2), optax.lamb(1e-2))):
-      got = _trajectory(ours, params, small, 12)[0]["w"][-1]
-      want = _trajectory(theirs, params, small, 12)[0]["w"][-1]
+    txs = [optim.radam(1e-2, eps=1e-3), optax.radam(1e-2, eps=1e-3), optim.lamb(1e-2),
+           optax.lamb(1e-2)]
+    finals = [ps["w"][-1] for ps, _ in _trajectories(txs, params, small, 12)]
+    for got, want in (finals[:2], finals[2:]):
       assert not np.allclose(got, want, rtol=1e-4)
