@@ -18,7 +18,7 @@ placement), the docstring says which one we follow. Conventions of
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
