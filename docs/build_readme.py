@@ -31,6 +31,7 @@ ORDER = (
     "regularization.md",
     "optimizers.md",
     "second_order.md",
+    "optimizers_modern_a.md",
     "optimizers_modern_b.md",
     "data_models.md",
     "training.md",

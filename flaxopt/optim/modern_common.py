@@ -1,0 +1,188 @@
+"""Helpers shared by the post-2018 optimizers (``modern_*`` modules): checks, tree maps, decay.
+
+The conventions are those of ``flaxopt.optim.transform``: None leaves pass through; moments
+are stored in the parameter dtype and one step's arithmetic runs in
+``promote_types(dtype, float32)``; step counters are int32. Hyperparameters may be Python
+numbers or arrays (``optax.inject_hyperparams``); concrete values are validated when the
+transform is built (a one-line ValueError naming the argument and value), traced values
+cannot be and are not.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+__all__ = ["add_weight_decay", "AddWeightDecayState"]
+
+ScalarLike = Any  # float, or a 0-d array (e.g. from optax.inject_hyperparams).
+ScalarOrSchedule = Any  # float | 0-d array | optax.Schedule
+
+
+# ----------------------------------------------------------------------------
+# Argument checks: concrete values only (a tracer is skipped, never concretized).
+# ----------------------------------------------------------------------------
+
+
+def concrete(value: Any) -> Optional[float]:
+  """``float(value)`` for Python numbers and concrete 0-d arrays, else None (tracers)."""
+  if isinstance(value, jax.core.Tracer):
+    return None
+  try:
+    return float(value)
+  except (TypeError, ValueError):
+    return None
+
+
+def check_range(name: str, value: Any, low: float, high: float = math.inf, *,
+                low_open: bool = False, high_open: bool = True) -> None:
+  """Raises ``ValueError`` naming ``name`` unless a concrete ``value`` lies in the range.
+
+  NaN is always out of range; ``high=inf`` with ``high_open`` rejects infinity.
+  """
+  v = concrete(value)
+  if v is None:
+    return
+  ok = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+  if not ok:
+    lo, hi = "(" if low_open else "[", ")" if high_open else "]"
+    hint = ""
+    if getattr(value, "dtype", None) in (jnp.bfloat16, jnp.float16):
+      hint = (" (rounded to half precision: under optax.inject_hyperparams with "
+              "half-precision params, pass hyperparam_dtype=jnp.float32)")
+    raise ValueError(f"{name} must be in {lo}{low}, {high}{hi}, got {value!r}{hint}.")
+
+
+def check_nonneg(name: str, value: Any) -> None:
+  """``value`` in [0, inf)."""
+  check_range(name, value, 0.0)
+
+
+def check_positive(name: str, value: Any) -> None:
+  """``value`` in (0, inf)."""
+  check_range(name, value, 0.0, low_open=True)
+
+
+def check_beta(name: str, value: Any) -> None:
+  """``value`` in [0, 1)."""
+  check_range(name, value, 0.0, 1.0)
+
+
+def check_int(name: str, value: Any, low: int) -> None:
+  """A concrete integer (Python or 0-d array) >= ``low``; tracers are skipped."""
+  if isinstance(value, jax.core.Tracer):
+    return
+  v = concrete(value) if not isinstance(value, bool) else None
+  if v is None or v != int(v) or v < low:
+    raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+
+
+def check_positive_int(name: str, value: Any) -> None:
+  """A concrete integer >= 1 (tracers skipped)."""
+  check_int(name, value, 1)
+
+
+def check_learning_rate(learning_rate: ScalarOrSchedule) -> None:
+  """A schedule, or a positive finite number (ValueError naming ``learning_rate``)."""
+  if learning_rate is None:
+    raise ValueError("learning_rate is required (a positive float or an optax "
+                     "schedule), got None.")
+  if not callable(learning_rate):
+    check_positive("learning_rate", learning_rate)
+
+
+# ----------------------------------------------------------------------------
+# Tree helpers.
+# ----------------------------------------------------------------------------
+
+
+def leaf_map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
+  """``jax.tree.map`` over ``tree``; None leaves pass through as None."""
+  return jax.tree.map(lambda x, *r: None if x is None else fn(x, *r),
+                      tree, *rest, is_leaf=lambda x: x is None)
+
+
+def unzip(out: Any, like: Any, n: int) -> tuple[Any, ...]:
+  """Splits a tree (shaped like ``like``) of n-tuples into n trees."""
+  return tuple(leaf_map(lambda _, o, i=i: o[i], like, out) for i in range(n))
+
+
+def compute_dtype(x: jax.Array) -> jnp.dtype:
+  """The dtype one step's arithmetic runs in: ``promote_types(x.dtype, float32)``."""
+  return jnp.promote_types(x.dtype, jnp.float32)
+
+
+def zeros(params: Any) -> Any:
+  return leaf_map(jnp.zeros_like, params)
+
+
+def count0() -> jax.Array:
+  return jnp.zeros([], jnp.int32)
+
+
+def bias_correction(decay: ScalarLike, count: jax.Array, dtype) -> jax.Array:
+  """``1 - decay**t`` in ``dtype``."""
+  return 1 - jnp.asarray(decay, dtype) ** count.astype(dtype)
+
+
+def ema(decay: ScalarLike, moment: jax.Array, value: jax.Array) -> jax.Array:
+  """``decay * moment + (1 - decay) * value`` in the dtype of ``value``."""
+  return decay * moment.astype(value.dtype) + (1 - decay) * value
+
+
+def learning_rate_at(learning_rate: ScalarOrSchedule, count: jax.Array) -> Any:
+  """``learning_rate(count)`` for a schedule, else the constant."""
+  return learning_rate(count) if callable(learning_rate) else learning_rate
+
+
+# ----------------------------------------------------------------------------
+# Weight decay as an update term (decoupled after a preconditioner, or L2 before it).
+# ----------------------------------------------------------------------------
+
+
+def is_zero(value: Any) -> bool:
+  """True for a concrete 0."""
+  return concrete(value) == 0.0
+
+
+class AddWeightDecayState(NamedTuple):
+  """No state."""
+
+
+def add_weight_decay(weight_decay: ScalarLike,
+                     mask: Optional[Any] = None) -> optax.GradientTransformation:
+  r"""Adds ``weight_decay * params`` to the update: ``u -> u + lambda x`` (dtype of ``u``).
+
+  Placed *after* a preconditioner and before the learning rate it is decoupled weight
+  decay (Loshchilov & Hutter 2019) with PyTorch's scaling: ``x -= lr (u + lambda x)``,
+  i.e. ``torch.optim.AdamW``'s ``x *= 1 - lr lambda`` (the paper's Algorithm 2 scales the
+  decay by the schedule multiplier ``eta_t`` only, not by ``alpha``). Placed *before* a
+  preconditioner it is an L2 penalty's gradient (PyTorch's ``weight_decay`` on ``Adam``,
+  ``RAdam``). Same math as ``optax.add_decayed_weights``, but the update keeps its dtype
+  when ``weight_decay`` is a wider array (``inject_hyperparams``).
+
+  Args:
+    weight_decay: ``lambda`` (>= 0).
+    mask: optional pytree of bools (or a callable params -> pytree) selecting the leaves
+      that decay, as in ``optax.add_decayed_weights``.
+
+  Returns:
+    An ``optax.GradientTransformation`` (needs ``params``).
+  """
+  check_nonneg("weight_decay", weight_decay)
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      if is_zero(weight_decay):
+        return updates, state
+      raise ValueError("add_weight_decay needs params: call update(updates, state, params).")
+    new = leaf_map(lambda u, p: (u + weight_decay * p.astype(compute_dtype(u))).astype(u.dtype),
+                   updates, params)
+    return new, state
+
+  tx = optax.GradientTransformation(lambda _: AddWeightDecayState(), update_fn)
+  return tx if mask is None else optax.masked(tx, mask)
