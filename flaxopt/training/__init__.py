@@ -5,7 +5,8 @@ early stopping, the divergence guard and metric writers.
 """
 
 from flaxopt.training.checkpoint import Checkpointer
-from flaxopt.training.loop import ConfigError
+from flaxopt.training.config import ConfigError
+from flaxopt.training.hooks import Hooks
 from flaxopt.training.loop import make_optimizer
 from flaxopt.training.loop import make_schedule
 from flaxopt.training.loop import SCHEDULES
@@ -21,7 +22,7 @@ from flaxopt.training.steps import eval_step
 from flaxopt.training.steps import train_step
 
 __all__ = [
-    "Checkpointer", "ConfigError", "MetricWriter", "Parallel", "SCHEDULES", "TrainState",
+    "Checkpointer", "ConfigError", "Hooks", "MetricWriter", "Parallel", "SCHEDULES", "TrainState",
     "create_train_state", "cross_entropy", "eval_step", "make_optimizer", "make_schedule",
     "plot_curves", "train_and_evaluate", "train_step", "validate_config",
 ]
