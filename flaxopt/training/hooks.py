@@ -2,7 +2,8 @@
 
 ``train_and_evaluate(config, workdir, hooks=...)`` calls, on every process:
 
-* ``after_step(step)`` after step ``step``'s update was dispatched;
+* ``after_step(step)`` when step ``step`` is done: its update dispatched and, at a sync step,
+  its evaluation and checkpoint written (the loop checks for a stop request right after);
 * ``before_evaluate(step)`` when the evaluation at ``step`` starts;
 * ``before_save(step)`` when the checkpoint at ``step`` starts to be written;
 * ``before_metrics_write(step)`` before the evaluation record of ``step`` is appended.

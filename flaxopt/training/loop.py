@@ -464,7 +464,7 @@ def _check_workdir_config(config: ml_collections.ConfigDict, workdir: str) -> No
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return
-  stored = metrics_lib.read_json(path)
+  stored = config_lib.complete(metrics_lib.read_json(path)).to_dict()
   fields = config_lib.diff(stored, config, ignore=("num_train_steps",))
   if not fields:
     return
