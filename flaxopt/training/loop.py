@@ -287,6 +287,9 @@ def _resume(ctx: _Context) -> _Run:
       run.status = "running"  # num_train_steps was raised: train on
     logging.info("Resumed from the checkpoint at step %d (%s).", step, meta["pipeline"])
   ctx.writer = metrics_lib.MetricWriter(ctx.workdir, resume_step=run.start or None)
+  if jax.process_index() == 0:  # diagnostics rows after the checkpoint go too
+    metrics_lib.truncate_jsonl(os.path.join(ctx.workdir, diagnostics_lib.DIAGNOSTICS_FILE),
+                               run.start)
   run.history = [r for r in metrics_lib.read_jsonl(ctx.writer.path) if r["step"] <= run.start]
   return run
 

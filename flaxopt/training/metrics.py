@@ -15,7 +15,7 @@ import numpy as np
 from absl import logging
 
 __all__ = ["MetricWriter", "format_progress", "read_json", "read_jsonl", "to_jsonable",
-           "write_json"]
+           "truncate_jsonl", "write_json"]
 
 
 def to_jsonable(value: Any) -> Any:
@@ -74,6 +74,17 @@ def read_jsonl(path: str) -> list[dict]:
   return records
 
 
+def truncate_jsonl(path: str, max_step: int) -> None:
+  """Keeps the records of ``path`` with ``step <= max_step`` (atomic rewrite; cut lines go)."""
+  if not os.path.exists(path):
+    return
+  kept = [r for r in read_jsonl(path) if r["step"] <= max_step]
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in kept)
+  os.replace(tmp, path)
+
+
 class MetricWriter:
   """Appends evaluation records to ``metrics.jsonl`` and scalars to TensorBoard.
 
@@ -89,11 +100,7 @@ class MetricWriter:
     if not self.enabled:
       return
     if resume_step is not None:
-      kept = [r for r in read_jsonl(self.path) if r["step"] <= resume_step]
-      tmp = self.path + ".tmp"
-      with open(tmp, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in kept)
-      os.replace(tmp, self.path)
+      truncate_jsonl(self.path, resume_step)
     elif os.path.exists(self.path):
       os.remove(self.path)
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
