@@ -81,7 +81,8 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(max_to_keep=self.max_to_keep, create=True,
                                            enable_async_checkpointing=False,
                                            cleanup_tmp_directories=True)
-    return ocp.CheckpointManager(self.directory, options=options)
+    with _Quiet():  # unreadable metadata of a corrupt step: restore_latest reports it
+      return ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> Optional[int]:
     """The newest complete checkpoint's step, or None."""
@@ -115,7 +116,8 @@ class Checkpointer:
     Raises:
       CheckpointError: checkpoints exist but none of them restores.
     """
-    self.manager.reload()
+    with _Quiet():
+      self.manager.reload()
     steps = sorted(self.manager.all_steps(), reverse=True)
     failed = []
     for step in steps:
