@@ -10,9 +10,10 @@ jitted train step and cost a few elementwise passes.
 
 ``augment_pipeline([(name, kwargs), ...])`` composes registered ops in order,
 each with its own split of the key; ``augment_pipeline_from_config(cfg)``
-reads ``cfg.ops`` (comma-separated names, '' for none) and ``cfg.<name>``
-kwargs. ``default_augment_config()`` lists every op with its default kwargs,
-so ``--config.augment.cutout.size=8`` can be overridden from the command line.
+reads ``cfg['ops']`` (comma-separated names, '' for none) and ``cfg[<name>]``
+kwargs from any mapping. ``augment_defaults()`` lists every op with its keyword
+defaults (the one source of the ``augment.*`` config fields, which
+``flaxopt.training.config`` builds).
 
 Registry family ``regularizer`` (shared with ``regularization.REGISTRY``):
 each augmentation name -> ``constructor(**kwargs)`` returning
@@ -29,7 +30,6 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 import jax
 import jax.numpy as jnp
 from jax import lax
-import ml_collections
 
 __all__ = [
     "random_translate",
@@ -42,7 +42,7 @@ __all__ = [
     "cutmix",
     "augment_pipeline",
     "augment_pipeline_from_config",
-    "default_augment_config",
+    "augment_defaults",
 ]
 
 Array = jax.Array
@@ -373,25 +373,22 @@ def augment_pipeline(specs: Sequence[Union[str, tuple[str, Mapping[str, Any]]]])
 def _as_dict(value: Any) -> dict[str, Any]:
   if value is None:
     return {}
-  if isinstance(value, ml_collections.ConfigDict):
+  if hasattr(value, "to_dict"):  # ml_collections.ConfigDict
     return value.to_dict()
   return dict(value)
 
 
 def augment_pipeline_from_config(cfg: Mapping[str, Any]) -> AugmentFn:
-  """Pipeline from ``cfg.ops`` (comma-separated names, '' -> identity) and ``cfg.<name>``.
+  """Pipeline from ``cfg['ops']`` (comma-separated names, '' -> identity) and ``cfg[<name>]``.
 
   Example: ``ops='random_crop,horizontal_flip'`` with
-  ``cfg.random_crop = {'padding': 4}``; missing sub-dicts mean defaults.
+  ``cfg['random_crop'] = {'padding': 4}``; missing sub-dicts mean defaults.
   """
   ops = cfg.get("ops", "") or ""
   names = [n.strip() for n in str(ops).split(",") if n.strip()]
   return augment_pipeline([(n, _as_dict(cfg.get(n))) for n in names])
 
 
-def default_augment_config() -> ml_collections.ConfigDict:
-  """``augment.*`` config: ``ops=''`` and each op's default kwargs as a sub-dict."""
-  cfg = {"ops": ""}
-  for name, op in _OPS.items():
-    cfg[name] = _hyperparameters(op)
-  return ml_collections.ConfigDict(cfg)
+def augment_defaults() -> dict[str, dict[str, Any]]:
+  """Every op's keyword defaults: ``{name: {kwarg: default}}`` (a fresh dict each call)."""
+  return {name: _hyperparameters(op) for name, op in _OPS.items()}

@@ -35,7 +35,8 @@ from flaxopt.init.rbm import (RBMParams, cd_gradients, cd_update, hidden_probs, 
                               visible_mean)
 
 __all__ = [
-    "REGISTRY", "PRETRAIN", "DATA_DEPENDENT_STEPS", "apply_data_dependent_init",
+    "REGISTRY", "PRETRAIN", "DATA_DEPENDENT_STEPS", "LSUV_FIELDS", "RBM_FIELDS",
+    "apply_data_dependent_init",
     "LayerReport", "kernel_layers", "layer_outputs", "lsuv", "lsuv_base_init",
     "RBMParams", "cd_gradients", "cd_update", "hidden_probs", "pretrain_mlp", "pretrain_stack",
     "rbm_init", "reconstruction_error", "train_rbm", "visible_mean",
@@ -47,9 +48,14 @@ __all__ = [
 REGISTRY: dict[str, Callable[..., Any]] = {"lsuv": lsuv_base_init}
 
 _MISSING = object()
+# config.init.<field> -> keyword argument of lsuv / pretrain_mlp. A field the config lacks
+# takes that function's own keyword default (the one source of these defaults).
+LSUV_FIELDS = {"lsuv_tol": "tol", "lsuv_max_iters": "max_iters"}
+RBM_FIELDS = {"rbm_visible": "visible", "rbm_steps": "steps", "rbm_batch_size": "batch_size",
+              "rbm_k": "k", "rbm_learning_rate": "learning_rate"}
 
 
-def _field(config: Any, dotted: str, default: Any) -> Any:
+def _field(config: Any, dotted: str, default: Any = _MISSING) -> Any:
   """``config.a.b`` or ``default`` when any part is missing (ConfigDict, dict or object)."""
   node = config
   for name in dotted.split("."):
@@ -62,26 +68,25 @@ def _field(config: Any, dotted: str, default: Any) -> Any:
   return node
 
 
+def _kwargs(config: Any, fields: dict[str, str]) -> dict[str, Any]:
+  """The keyword arguments ``config.init`` sets (missing fields are left out)."""
+  out = {kw: _field(config, f"init.{field}") for field, kw in fields.items()}
+  return {kw: value for kw, value in out.items() if value is not _MISSING}
+
+
 def _eval_apply(model: Any) -> Callable[[Any, jax.Array], Any]:
   return lambda v, x: model.apply(v, x, train=False)
 
 
 def _run_lsuv(config, model, variables, x_batch, key):
   del key
-  variables, _ = lsuv(_eval_apply(model), variables, x_batch,
-                      tol=float(_field(config, "init.lsuv_tol", 0.1)),
-                      max_iters=int(_field(config, "init.lsuv_max_iters", 10)))
+  variables, _ = lsuv(_eval_apply(model), variables, x_batch, **_kwargs(config, LSUV_FIELDS))
   return variables
 
 
 def _run_rbm(config, model, variables, x_batch, key):
-  variables, _ = pretrain_mlp(
-      _eval_apply(model), variables, x_batch, key,
-      visible=str(_field(config, "init.rbm_visible", "gaussian")),
-      steps=int(_field(config, "init.rbm_steps", 1000)),
-      batch_size=int(_field(config, "init.rbm_batch_size", 100)),
-      k=int(_field(config, "init.rbm_k", 1)),
-      learning_rate=float(_field(config, "init.rbm_learning_rate", 0.01)))
+  variables, _ = pretrain_mlp(_eval_apply(model), variables, x_batch, key,
+                              **_kwargs(config, RBM_FIELDS))
   return variables
 
 
@@ -90,7 +95,7 @@ PRETRAIN: dict[str, Callable[..., Any] | None] = {"none": None, "rbm": _run_rbm}
 
 
 def _pretrain_runner(config):
-  name = _field(config, "init.pretrain", "none")
+  name = _field(config, "init.pretrain", "none")  # 'none': the absence of pre-training
   if name not in PRETRAIN:
     raise ValueError(f"Unknown init.pretrain {name!r}; valid: {', '.join(PRETRAIN)}.")
   return PRETRAIN[name]
@@ -110,8 +115,8 @@ def apply_data_dependent_init(config: Any, model: Any, variables: Any, x_batch: 
 
   RBM pre-training when ``config.init.pretrain == 'rbm'`` (hidden Dense layers of an MLP),
   then LSUV when ``config.model.kernel_init == 'lsuv'``. ``model.apply(v, x, train=False)``
-  is the forward pass used. Missing config fields take the defaults in this module's
-  docstring.
+  is the forward pass used. Missing ``init.*`` fields take the keyword defaults of ``lsuv``
+  and ``pretrain_mlp`` (see the module docstring).
 
   Raises:
     ValueError: on an unknown ``init.pretrain``, or from the steps (e.g. RBM pre-training of

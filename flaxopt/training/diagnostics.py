@@ -35,7 +35,7 @@ import ml_collections
 import numpy as np
 import optax
 
-__all__ = ["DIAGNOSTICS_FILE", "PLOT_FILE", "array_stats", "compute_diagnostics",
+__all__ = ["DEFAULTS", "DIAGNOSTICS_FILE", "PLOT_FILE", "array_stats", "compute_diagnostics",
            "default_config", "layer_stats", "maybe_log_diagnostics", "plot_diagnostics"]
 
 DIAGNOSTICS_FILE = "diagnostics.jsonl"
@@ -44,12 +44,16 @@ DEFAULT_PERCENTILES = (1.0, 50.0, 99.0)
 OUTPUT_NAME = "output"  # the model's own output (logits) among the activations
 
 
+# The ``diagnostics.*`` config fields with their defaults (off).
+DEFAULTS = {
+    "every": 0,  # log every N steps; 0 = off
+    "saturation": 0.99,  # saturation_fraction counts |x| >= this
+}
+
+
 def default_config() -> ml_collections.ConfigDict:
   """The ``diagnostics.*`` config fields with their defaults (off)."""
-  return ml_collections.ConfigDict({
-      "every": 0,  # log every N steps; 0 = off
-      "saturation": 0.99,  # saturation_fraction counts |x| >= this
-  })
+  return ml_collections.ConfigDict(DEFAULTS)
 
 
 # ---------------------------------------------------------------------------------------

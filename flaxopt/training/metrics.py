@@ -14,7 +14,8 @@ import jax
 import numpy as np
 from absl import logging
 
-__all__ = ["MetricWriter", "format_progress", "read_jsonl", "to_jsonable", "write_json"]
+__all__ = ["MetricWriter", "format_progress", "read_json", "read_jsonl", "to_jsonable",
+           "truncate_jsonl", "write_json"]
 
 
 def to_jsonable(value: Any) -> Any:
@@ -44,12 +45,44 @@ def write_json(path: str, obj: Any) -> None:
   os.replace(tmp, path)
 
 
+def read_json(path: str) -> Any:
+  """The JSON object in ``path``."""
+  with open(path) as f:
+    return json.load(f)
+
+
 def read_jsonl(path: str) -> list[dict]:
-  """The records of a JSON-lines file ([] if it does not exist)."""
+  """The records of a JSON-lines file ([] if it does not exist).
+
+  A last line cut short (a process killed mid-write, a full disk) is dropped with a warning;
+  a bad line elsewhere raises ValueError naming the file and line.
+  """
   if not os.path.exists(path):
     return []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    lines = [line for line in f.read().split("\n")]
+  records = []
+  for i, line in enumerate(lines):
+    if not line.strip():
+      continue
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError:
+      if any(l.strip() for l in lines[i + 1:]):
+        raise ValueError(f"{path}: line {i + 1} is not JSON: {line[:80]!r}") from None
+      logging.warning("Dropped the truncated last line of %s: %r", path, line[:80])
+  return records
+
+
+def truncate_jsonl(path: str, max_step: int) -> None:
+  """Keeps the records of ``path`` with ``step <= max_step`` (atomic rewrite; cut lines go)."""
+  if not os.path.exists(path):
+    return
+  kept = [r for r in read_jsonl(path) if r["step"] <= max_step]
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in kept)
+  os.replace(tmp, path)
 
 
 class MetricWriter:
@@ -67,9 +100,7 @@ class MetricWriter:
     if not self.enabled:
       return
     if resume_step is not None:
-      kept = [r for r in read_jsonl(self.path) if r["step"] <= resume_step]
-      with open(self.path, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in kept)
+      truncate_jsonl(self.path, resume_step)
     elif os.path.exists(self.path):
       os.remove(self.path)
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top

@@ -1,22 +1,25 @@
 """``python -m experiments.train`` end to end in subprocesses (one CPU device each): outputs,
-resume after SIGKILL with identical results, and a 2-process gloo run of a conv model that
-agrees with one process. Plus the CLI's one-line errors for bad configs (in-process)."""
+resume after SIGKILL / SIGTERM with identical results, ten kills at random points, and a
+2-process gloo run of a conv model that agrees with one process. Plus the CLI's one-line
+errors for bad configs, a changed config and a held workdir (exit 2, nothing written)."""
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# The tiny config with a small conv model (the conv path must not run on forced in-process
-# devices, DESIGN.md): 60 steps, evaluations at 20/40/60, checkpoints at 30/60.
+# The tiny config with a small conv model (conv all-reduces hang on forced in-process CPU
+# devices, tests/conftest.py): 60 steps, evaluations at 20/40/60, checkpoints at 30/60.
 TINY_CNN = ["--config=configs/tiny.py", "--config.model.name=cnn", "--config.model.channels=4"]
-TIMEOUT = 100  # seconds per subprocess
+TIMEOUT = 200  # seconds per subprocess
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +96,7 @@ def test_resume_after_sigkill_gives_identical_results(reference, tmp_path, cache
   workdir = str(tmp_path)
   # Killed (SIGKILL, no cleanup) after step 40: past the step-30 checkpoint and the step-40
   # evaluation, which the resumed run must drop and recompute.
-  rc, log = _run(workdir, cache_dir, extra_env={"FLAXOPT_KILL_AT_STEP": "40"})
+  rc, log = _run(workdir, cache_dir, "--fault=kill@step=40")
   assert rc == -signal.SIGKILL, log[-3000:]
   assert [r["step"] for r in _read(workdir, "metrics.jsonl")] == [20, 40]
   assert not os.path.exists(os.path.join(workdir, "summary.json"))
@@ -138,10 +141,15 @@ def test_two_processes_over_gloo_agree_with_one(reference, tmp_path, cache_dir):
 
 
 BAD_FLAGS = [
-    ("--config.batch_size=0", "batch_size must be a positive int, got 0"),
-    ("--config.optimizer.name=adamw2", "Unknown optimizer 'adamw2'"),
-    ("--config.dataset.name=mnist2d", "Unknown dataset 'mnist2d'"),
-    ("--config.optimizer.learning_rate=-0.1", "got -0.1"),
+    ("--config.batch_size=0", "batch_size=0: must be >= 1"),
+    ("--config.optimizer.name=adamw2", "optimizer.name='adamw2': Unknown optimizer 'adamw2'"),
+    ("--config.dataset.name=mnist2d", "dataset.name='mnist2d': must be one of"),
+    ("--config.optimizer.learning_rate=-0.1", "optimizer.learning_rate=-0.1: must be > 0"),
+    ("--config.optimizer.b3=0.5", "optimizer.b3=0.5: not an argument of optimizer 'adam'. "
+                                  "Did you mean 'b2'? Valid: b1, b2,"),
+    ("--config.batchsize=5", "batchsize=5: unknown field. Did you mean 'batch_size'?"),
+    ("--config.model.widht=5", "model.widht=5: unknown field. Did you mean 'width'? Valid "
+                               "fields of section 'model': activation, channels,"),
 ]
 
 
@@ -160,3 +168,123 @@ def test_cli_bad_config_is_one_line_and_exit_code_2(flag, message, tmp_path, cap
   assert e.value.code == train.USER_ERROR_EXIT_CODE
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+# --config flags -> the start of the one error line (after 'error: '). Each fails before
+# anything is compiled or written.
+CLI_ERRORS = [
+    (["--config.seed=-1"], "seed=-1: must be in [0, "),
+    (["--config.eval_batch_size=-1"], "eval_batch_size=-1: must be >= 0"),
+    (["--config.diagnostics.every=-1"], "diagnostics.every=-1: must be >= 0"),
+    (["--config.early_stopping.enabled=True", "--config.early_stopping.metric=val_loss"],
+     "early_stopping.metric='val_loss': needs a validation split"),
+    (["--config.augment.random_translate.max_shift=-1"],
+     "augment.random_translate.max_shift=-1: must be >= 0"),
+    (["--config.max_to_keep=0"], "max_to_keep=0: must be >= 1"),
+    (["--config.optimizer.warmup_steps=-10"], "optimizer.warmup_steps=-10: must be >= 0"),
+]
+
+
+def _cli_error_runs(tmp_path_factory, cache_dir, cases):
+  """Starts every case at once (they only import and validate); returns (rc, stderr, dir)."""
+  root = tmp_path_factory.mktemp("cli_errors")
+  runs = []
+  for i, (flags_, _) in enumerate(cases):
+    workdir = str(root / f"case{i}")
+    runs.append((_start(workdir, cache_dir, *flags_), workdir))
+  out = []
+  for proc, workdir in runs:
+    _, err = proc.communicate(timeout=TIMEOUT)
+    out.append((proc.returncode, err, workdir))
+  return out
+
+
+@pytest.fixture(scope="module")
+def cli_errors(tmp_path_factory, cache_dir):
+  return _cli_error_runs(tmp_path_factory, cache_dir, CLI_ERRORS)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("case", range(len(CLI_ERRORS)),
+                         ids=[" ".join(f) for f, _ in CLI_ERRORS])
+def test_cli_config_error_is_one_line_exit_2_and_writes_nothing(case, cli_errors):
+  rc, err, workdir = cli_errors[case]
+  errors = [l for l in err.splitlines() if l.startswith("error: ")]
+  assert rc == 2, err[-2000:]
+  assert len(errors) == 1 and errors[0].startswith("error: " + CLI_ERRORS[case][1]), errors
+  assert "Traceback" not in err
+  assert not os.path.exists(workdir)
+
+
+def test_cli_adds_optimizer_kwargs_from_the_command_line(tmp_path, cache_dir):
+  """--config.optimizer.b1 is not in the config: accepted, passed to adam and validated."""
+  rc, log = _run(str(tmp_path / "run"), cache_dir, "--config.optimizer.b1=0.5",
+                 "--config.optimizer.b3=1", "--config.num_train_steps=1")
+  assert rc == 2 and "error: optimizer.b3=1: not an argument of optimizer 'adam'" in log, log
+
+
+@pytest.mark.timeout(300)
+def test_cli_held_workdir_and_changed_config_exit_2_naming_the_cause(tmp_path, cache_dir):
+  from flaxopt.training import lock as lock_lib  # pylint: disable=g-import-not-at-top
+  held, changed = str(tmp_path / "held"), str(tmp_path / "changed")
+  os.makedirs(changed)
+  from configs import tiny  # pylint: disable=g-import-not-at-top
+  from flaxopt.training import config as config_lib  # pylint: disable=g-import-not-at-top
+  stored = config_lib.apply_overrides(tiny.get_config(), [
+      ("batch_size", 50), ("model.name", "cnn"), ("model.channels", 4)])
+  with open(os.path.join(changed, "config.json"), "w") as f:
+    json.dump(config_lib.complete(stored).to_dict(), f)
+  with lock_lib.WorkdirLock(held):
+    procs = [_start(held, cache_dir), _start(changed, cache_dir)]
+    (_, err_held), (_, err_changed) = [p.communicate(timeout=TIMEOUT) for p in procs]
+  assert [p.returncode for p in procs] == [2, 2]
+  assert f"in use by PID {os.getpid()} on {socket.gethostname()}" in err_held, err_held
+  assert "the config differs from its config.json in batch_size 50 -> 20" in err_changed
+  assert os.listdir(changed) == ["config.json"]
+  assert "Traceback" not in err_held + err_changed
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_sigterm_exits_75_and_the_same_command_resumes_identically(reference, tmp_path,
+                                                                    cache_dir):
+  ref_dir, _ = reference
+  workdir = str(tmp_path)
+  rc, log = _run(workdir, cache_dir, "--fault=sigterm@evaluate=40")  # during an evaluation
+  assert rc == 75, log[-3000:]
+  assert _read(workdir, "summary.json")["status"] == "preempted"
+  rc, log = _run(workdir, cache_dir)
+  assert rc == 0 and "Resumed from the checkpoint at step 40" in log, log[-3000:]
+  assert _metrics_only(_read(workdir, "metrics.jsonl")) == _metrics_only(
+      _read(ref_dir, "metrics.jsonl"))
+  assert _metrics_only([_read(workdir, "summary.json")["final"]]) == _metrics_only(
+      [_read(ref_dir, "summary.json")["final"]])
+
+
+def _kill_points(seed=0, count=10):
+  """``count`` SIGKILL points in step order: steps, evaluations, metric writes, and two
+  during checkpoint writes (a timer fires while orbax writes)."""
+  rng = random.Random(seed)
+  points = [f"kill@{rng.choice(['step', 'step', 'evaluate', 'metrics'])}="
+            f"{rng.randint(1, 59)}" for _ in range(count - 2)]
+  points += [f"kill@save=30+{rng.uniform(0.0, 0.05):.3f}",
+             f"kill@save=60+{rng.uniform(0.0, 0.05):.3f}"]
+  return sorted(points, key=lambda p: int(p.split("=")[1].split("+")[0]))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_ten_sigkills_at_random_points_then_resume_is_identical(reference, tmp_path,
+                                                                 cache_dir):
+  """One workdir killed ten times in turn (each run resumes the last); the last run ends
+  bit-identical to the uninterrupted one, each evaluation step once."""
+  ref_dir, _ = reference
+  workdir = str(tmp_path)
+  for point in _kill_points():
+    rc, log = _run(workdir, cache_dir, f"--fault={point}")
+    assert rc in (-signal.SIGKILL, 0), (point, log[-3000:])  # 0: finished before the timer
+  rc, log = _run(workdir, cache_dir)
+  assert rc == 0, log[-3000:]
+  assert _metrics_only(_read(workdir, "metrics.jsonl")) == _metrics_only(
+      _read(ref_dir, "metrics.jsonl"))
+  assert _read(workdir, "summary.json")["status"] == "completed"

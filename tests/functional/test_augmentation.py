@@ -6,7 +6,6 @@ from absl.testing import parameterized
 import chex
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 import flaxopt.functional as F
@@ -236,10 +235,10 @@ class PipelineTest(parameterized.TestCase):
 
   def test_from_config(self):
     x, y = _batch(_X2D)
-    cfg = F.default_augment_config()
+    cfg = {"ops": "", **F.augment_defaults()}
     self.assertIs(F.augment_pipeline_from_config(cfg)(_KEY, x, y)[0], x)  # '' -> identity
-    cfg.ops = " random_crop , cutout"
-    cfg.cutout.size = 2
+    cfg["ops"] = " random_crop , cutout"
+    cfg["cutout"]["size"] = 2
     got = F.augment_pipeline_from_config(cfg)(_KEY, x, y)
     want = F.augment_pipeline([("random_crop", {}), ("cutout", {"size": 2})])(_KEY, x, y)
     chex.assert_trees_all_equal(got, want)
@@ -256,9 +255,8 @@ class PipelineTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, pattern):
       F.augment_pipeline(specs)
 
-  def test_config_overrides_are_typed_fields(self):
-    cfg = F.default_augment_config()
-    self.assertIsInstance(cfg.cutmix, ml_collections.ConfigDict)
-    self.assertEqual(cfg.cutout.size, 8)
-    self.assertEqual(set(cfg.keys()) - {"ops"}, set(registry.names("regularizer")) -
+  def test_defaults_are_the_keyword_defaults_of_every_op(self):
+    cfg = F.augment_defaults()
+    self.assertEqual(cfg["cutout"], {"size": 8, "prob": 1.0, "fill": 0.0})
+    self.assertEqual(set(cfg.keys()), set(registry.names("regularizer")) -
                      {"l1", "l2", "dropout", "dropconnect"})

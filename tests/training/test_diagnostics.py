@@ -2,7 +2,7 @@
 
 Statistics against numpy; activations and gradients of ``compute_diagnostics`` against an
 independent ``model.apply`` / ``jax.grad``; the JSON-lines log and the plot. Dense models
-only (conv models must not run on the forced in-process devices, DESIGN.md).
+only (all-reduces of conv models hang on the forced in-process CPU devices, tests/conftest.py).
 """
 
 import functools

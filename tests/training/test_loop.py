@@ -32,18 +32,20 @@ def _read(workdir, name):
 
 # field overrides -> a fragment of the one-line message (naming the bad value).
 BAD_CONFIGS = [
-    ({"batch_size": 0}, "batch_size must be a positive int, got 0"),
-    ({"num_train_steps": -5}, "num_train_steps must be a positive int, got -5"),
-    ({"optimizer.learning_rate": -1e-3}, "optimizer.learning_rate must be a positive float, "
-                                         "got -0.001"),
-    ({"optimizer.name": "adamm"}, "Unknown optimizer 'adamm'. Did you mean 'adam'?"),
-    ({"optimizer.schedule": "linear"}, "Unknown optimizer.schedule 'linear'"),
-    ({"dataset.name": "mnist2d"}, "Unknown dataset 'mnist2d'; valid: cifar10, digits"),
+    ({"batch_size": 0}, "batch_size=0: must be >= 1"),
+    ({"num_train_steps": -5}, "num_train_steps=-5: must be >= 1"),
+    ({"optimizer.learning_rate": -1e-3}, "optimizer.learning_rate=-0.001: must be > 0"),
+    ({"optimizer.name": "adamm"}, "optimizer.name='adamm': Unknown optimizer 'adamm'. "
+                                  "Did you mean 'adam'?"),
+    ({"optimizer.schedule": "linear"}, "optimizer.schedule='linear': must be one of constant, "
+                                       "cosine, warmup_cosine"),
+    ({"dataset.name": "mnist2d"}, "dataset.name='mnist2d': must be one of cifar10, digits"),
     ({"model.norm": "group", "model.num_groups": 7}, "num_groups=7 does not divide the 16"),
-    ({"model.activation": "relux"}, "Unknown activation 'relux'"),
-    ({"parallel": "pjit"}, "Unknown parallel 'pjit'; valid: jit, pmap"),
-    ({"augment.ops": "mixup,blur"}, "Unknown regularizer 'blur'"),
-    ({"early_stopping.criterion": "never"}, "Unknown early-stopping criterion 'never'"),
+    ({"model.activation": "relux"}, "model.activation='relux': Unknown activation 'relux'"),
+    ({"parallel": "pjit"}, "parallel='pjit': must be one of jit, pmap"),
+    ({"augment.ops": "mixup,blur"}, "augment.ops='mixup,blur': Unknown regularizer 'blur'"),
+    ({"early_stopping.criterion": "never"}, "early_stopping.criterion='never': must be one of "
+                                            "patience, gl, pq, up"),
 ]
 
 
@@ -78,6 +80,10 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, caplog):
   assert loop.train_and_evaluate(good, workdir)["status"] == "completed"
   bad = _config(**{"optimizer.name": "sgd", "optimizer.learning_rate": 1e30,
                    "checkpoint_every": 10, "eval_every": 10})
+  # A workdir refuses a different config (only num_train_steps may change); this test wants
+  # the good checkpoints under an exploding learning rate, so it rewrites config.json.
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump(bad.to_dict(), f)
   with caplog.at_level("ERROR"):
     summary = loop.train_and_evaluate(bad, workdir)
   assert summary["status"] == "diverged"
