@@ -68,7 +68,8 @@ def scale_by_sophia(b1: Any = 0.96,
                     estimator: str = "hutchinson",
                     probe_distribution: str = "rademacher",
                     batch_size: Optional[int] = None,
-                    weight_decay: Any = 0.0) -> optax.GradientTransformationExtraArgs:
+                    weight_decay: Any = 0.0,
+                    seed: int = 0) -> optax.GradientTransformationExtraArgs:
   r"""Sophia's direction ``clip(m / max(gamma h, eps), 1)`` (+ ``wd x``, decoupled).
 
   ``m_t = b1 m_{t-1} + (1 - b1) g_t``; every ``update_period`` steps (from the first)
@@ -90,7 +91,10 @@ def scale_by_sophia(b1: Any = 0.96,
 
   Extra args of ``update``: ``value_fn`` (``params -> loss`` for Hutchinson,
   ``(params, key) -> loss on sampled labels`` for GNB), ``key``, or ``probe`` (a tree like
-  params), or ``hessian_diag`` (a ready estimate; forces a refresh this step).
+  params), or ``hessian_diag`` (a ready estimate; forces a refresh this step). Without
+  ``key`` or ``probe`` the Hutchinson probe of update ``t`` is drawn from
+  ``fold_in(PRNGKey(seed), t)``, so a caller that passes only ``value_fn`` (flaxopt's
+  training loop) still gets a fresh, reproducible probe each refresh.
 
   Reference: Liu, Li, Hall, Liang & Ma, "Sophia: A Scalable Stochastic Second-order
   Optimizer for Language Model Pre-training", ICLR 2024 (arXiv:2305.14342), Algorithm 3.
@@ -101,6 +105,7 @@ def scale_by_sophia(b1: Any = 0.96,
   hp.check_nonneg("eps", eps)
   hp.check_int("update_period", update_period, 1)
   hp.check_nonneg("weight_decay", weight_decay)
+  hp.check_int("seed", seed, 0)
   if estimator not in _ESTIMATORS:
     raise ValueError(f"estimator must be one of {_ESTIMATORS}, got {estimator!r}.")
   if probe_distribution not in _PROBES:
@@ -130,8 +135,10 @@ def scale_by_sophia(b1: Any = 0.96,
       if value_fn is None:
         raise ValueError("scale_by_sophia needs value_fn= (and key= or probe=) in update, "
                          "or a ready hessian_diag=.")
-      if key is None and (estimator == "gnb" or probe is None):
-        raise ValueError("scale_by_sophia needs key= (or probe= for Hutchinson) in update.")
+      if key is None and estimator == "gnb":
+        raise ValueError("scale_by_sophia(estimator='gnb') needs key= in update.")
+      if key is None and probe is None:
+        key = jax.random.fold_in(jax.random.PRNGKey(seed), state.count)
     count = hp.increment(state.count)
     refresh = (state.count % update_period) == 0
 
@@ -170,7 +177,8 @@ def sophia(learning_rate: hp.ScalarOrSchedule,
            estimator: str = "hutchinson",
            probe_distribution: str = "rademacher",
            batch_size: Optional[int] = None,
-           weight_decay: Any = 0.0) -> optax.GradientTransformationExtraArgs:
+           weight_decay: Any = 0.0,
+           seed: int = 0) -> optax.GradientTransformationExtraArgs:
   r"""Sophia: ``x <- x - lr (clip(m / max(gamma h, eps), 1) + wd x)``.
 
   ``chain(scale_by_sophia(...), scale_by_learning_rate(learning_rate))``, driven with the
@@ -181,5 +189,5 @@ def sophia(learning_rate: hp.ScalarOrSchedule,
   hp.check_learning_rate(learning_rate)
   return optax.chain(
       scale_by_sophia(b1, b2, gamma, eps, update_period, estimator, probe_distribution,
-                      batch_size, weight_decay),
+                      batch_size, weight_decay, seed),
       transform.scale_by_learning_rate(learning_rate))

@@ -355,7 +355,7 @@ def test_inject_hyperparams_matches_plain(name: str, kwargs: dict) -> None:
   grads = [jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), params)
            for _ in range(3)]
   static = {"muon": ("ns_steps",), "prodigy": (), "dadapt_adam": (),  # Counts and shapes.
-            "sophia": ("update_period",),
+            "sophia": ("update_period", "seed"),
             "soap": ("precondition_frequency", "max_precondition_dim"),
             "shampoo": ("block_size", "start_preconditioning_step", "statistics_compute_steps",
                         "preconditioning_compute_steps", "inverse_exponent_override")}[name]
@@ -472,7 +472,27 @@ def test_sophia_needs_its_extra_args() -> None:
   with pytest.raises(ValueError, match="value_fn"):
     tx.update(grads[0], tx.init(params), params)
   with pytest.raises(ValueError, match="key"):
-    tx.update(grads[0], tx.init(params), params, value_fn=_small_loss)
+    optim.sophia(0.1, estimator="gnb", batch_size=3).update(
+        grads[0], tx.init(params), params, value_fn=_small_loss)
+
+
+def test_sophia_without_key_draws_the_probe_from_its_seed_and_count() -> None:
+  """No key: the probe of update t is fold_in(PRNGKey(seed), t); passing that key is identical."""
+  params, grads = _small_problem()
+  # A Hessian with off-diagonal entries: z (H z) then depends on the probe z.
+  coupled = lambda p: jnp.sin(jnp.sum(p["w"])) * jnp.sum(p["b"] ** 2)
+  tx = optim.sophia(0.1, update_period=1, seed=3)
+  state_a = state_b = tx.init(params)
+  for t in range(3):
+    ua, state_a = tx.update(grads[t], state_a, params, value_fn=coupled)
+    key = jax.random.fold_in(jax.random.PRNGKey(3), t)
+    ub, state_b = tx.update(grads[t], state_b, params, value_fn=coupled, key=key)
+    chex.assert_trees_all_equal(ua, ub)
+  # The probe (and so the Hessian estimate in the state) depends on the seed.
+  other = optim.sophia(0.1, update_period=1, seed=4)
+  _, state_c = other.update(grads[0], other.init(params), params, value_fn=coupled)
+  _, state_a0 = tx.update(grads[0], tx.init(params), params, value_fn=coupled)
+  assert not np.allclose(state_a0[0].hessian["w"], state_c[0].hessian["w"])
 
 
 def test_sophia_gnb_estimate_is_unbiased_for_the_fisher_diagonal() -> None:
