@@ -34,6 +34,7 @@ __all__ = [
     "schedule_free_sgd",
     "schedule_free_adamw",
     "schedule_free_eval_params",
+    "is_schedule_free",
     "recompute_batch_stats",
 ]
 
@@ -258,6 +259,11 @@ def _find_schedule_free_state(tree: Any) -> Optional[ScheduleFreeState]:
 
   visit(tree)
   return found[0] if found else None
+
+
+def is_schedule_free(opt_state: Any) -> bool:
+  """Whether an optimizer state holds a schedule-free state (chains, masks, injection)."""
+  return _find_schedule_free_state(opt_state) is not None
 
 
 def schedule_free_eval_params(params: Any, opt_state: Any) -> Any:

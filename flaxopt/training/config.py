@@ -210,6 +210,10 @@ _EARLY_STOPPING_RANGES: Mapping[str, dict[str, Any]] = {
     "strip_length": dict(low=1),
     "successive_strips": dict(low=1),
 }
+_CURVATURE_RANGES: Mapping[str, dict[str, Any]] = {
+    "every": dict(low=0), "num_batches": dict(low=1), "top_k": dict(low=1),
+    "trace_samples": dict(low=2), "lanczos_iters": dict(low=1), "seed": dict(low=0),
+}
 _DIAGNOSTICS_RANGES = {"every": dict(low=0), "saturation": dict(low=0.0, low_open=True,
                                                                  optional=True)}
 # init.<field> -> (function whose keyword default it is, keyword, range)
@@ -282,6 +286,7 @@ def _init_fields() -> dict[str, Field]:
 def schema() -> Mapping[str, Field]:
   """Every dotted config field -> its :class:`Field` (built once, on first use)."""
   import flaxopt.functional as F  # pylint: disable=g-import-not-at-top
+  from flaxopt.training import curvature_log  # pylint: disable=g-import-not-at-top
   from flaxopt.training import diagnostics  # pylint: disable=g-import-not-at-top
   from flaxopt.training import early_stopping  # pylint: disable=g-import-not-at-top
   fields: dict[str, Field] = dict(LOOP_FIELDS)
@@ -299,6 +304,8 @@ def schema() -> Mapping[str, Field]:
   es["enabled"] = False  # tracked but never stopping unless asked for
   fields.update(_fields_from("early_stopping", es, _EARLY_STOPPING_RANGES))
   fields.update(_fields_from("diagnostics", diagnostics.DEFAULTS, _DIAGNOSTICS_RANGES))
+  fields.update(_fields_from("curvature", curvature_log.default_config().to_dict(),
+                             _CURVATURE_RANGES))
   fields.update(_init_fields())
   return fields
 
@@ -461,6 +468,14 @@ def _check_combinations(config: Mapping[str, Any]) -> None:
   if opt["schedule"] == "warmup_cosine" and opt["warmup_steps"] > config["num_train_steps"]:
     raise _error("optimizer.warmup_steps", opt["warmup_steps"],
                  f"must be <= num_train_steps={config['num_train_steps']}")
+  curv = config["curvature"]
+  if curv["every"] and curv["every"] % config["eval_every"]:
+    raise _error("curvature.every", curv["every"],
+                 f"must be a multiple of eval_every={config['eval_every']} (logged with "
+                 "evaluations)")
+  if curv["lanczos_iters"] < curv["top_k"]:
+    raise _error("curvature.lanczos_iters", curv["lanczos_iters"],
+                 f"must be >= curvature.top_k={curv['top_k']}")
   data_dir = config["dataset"]["data_dir"]
   if data_dir:
     import os  # pylint: disable=g-import-not-at-top

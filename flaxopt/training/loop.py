@@ -46,6 +46,7 @@ from flaxopt.training import checkpoint as checkpoint_lib
 from flaxopt.training import config as config_lib
 from flaxopt.training import diagnostics as diagnostics_lib
 from flaxopt.training import early_stopping as es_lib
+from flaxopt.training import eval_point as eval_point_lib
 from flaxopt.training import lock as lock_lib
 from flaxopt.training import metrics as metrics_lib
 from flaxopt.training import preemption
@@ -252,6 +253,10 @@ class _Context:
   hooks: Hooks
   stop_requested: Callable[[int, bool], bool]
   t_start: float
+  # (params, batch_stats, opt_state) -> the point to evaluate (schedule-free: x), or None.
+  eval_point: Optional[Callable[..., Any]] = None
+  # (params, step, learning_rate) -> curvature metrics (config.curvature.every > 0), or None.
+  curvature: Optional[Callable[..., dict]] = None
 
   @property
   def keep_best(self) -> bool:
@@ -266,11 +271,30 @@ def _new_window() -> dict:
   return {"loss": 0.0, "count": 0, "losses": []}
 
 
+def _attach_extras(ctx: _Context, state: TrainState) -> None:
+  """The optional evaluation point and curvature logger (``training/eval_point.py``)."""
+  setup, config = ctx.setup, ctx.setup.config
+  model = setup.model
+  if getattr(model, "axis_name", None) is not None:
+    model = model.clone(axis_name=None)  # host-side programs: no pmap axis
+  x, y = setup.ds.x_train, setup.ds.y_train
+  rngs = dict(zip(steps_lib.RNG_STREAMS, jax.random.split(jax.random.PRNGKey(config.seed),
+                                                          len(steps_lib.RNG_STREAMS))))
+  ctx.eval_point = eval_point_lib.eval_point_fn(
+      model, state.opt_state, eval_point_lib.fixed_train_batches(
+          x, y, config.batch_size, eval_point_lib.RECOMPUTE_BATCHES), rngs)
+  ctx.curvature = eval_point_lib.curvature_logger(
+      config, model, setup.ds.num_classes, state.batch_stats,
+      eval_point_lib.fixed_train_batches(x, y, config.batch_size,
+                                         int(config.curvature.num_batches)))
+
+
 def _resume(ctx: _Context) -> _Run:
   """Step 0 from the seed, or the newest valid checkpoint (with its metrics history)."""
   setup = ctx.setup
   par = setup.par
   state = _init_state(setup)
+  _attach_extras(ctx, par.get(state))
   run = _Run(state=state, step=0, status="running", es_state=ctx.early.init(),
              best=ctx.copy_best(state) if ctx.keep_best else None, sums=par.zeros_sums(),
              window=_new_window(), history=[])
@@ -346,13 +370,18 @@ def _sync(ctx: _Context, run: _Run) -> None:
         step, setup.num_steps, float(host["loss"] / host["count"]), run.steps_per_sec))
 
 
-def _evaluate(setup: Setup, state: TrainState) -> dict[str, float]:
-  """``<set>_loss`` and ``<set>_accuracy`` of every evaluation set."""
+def _evaluate(ctx: _Context, state: TrainState) -> dict[str, float]:
+  """``<set>_loss`` and ``<set>_accuracy`` of every evaluation set (at ``ctx.eval_point``)."""
+  setup = ctx.setup
+  params, batch_stats = state.params, state.batch_stats
+  if ctx.eval_point is not None:
+    host = setup.par.get({"p": params, "s": batch_stats, "o": state.opt_state})
+    params, batch_stats = setup.par.put(ctx.eval_point(host["p"], host["s"], host["o"]))
   out = {}
   for name, chunks in setup.eval_sets.items():
     total = None
     for chunk in chunks:
-      sums = setup.eval_fn(state.params, state.batch_stats, chunk)
+      sums = setup.eval_fn(params, batch_stats, chunk)
       total = sums if total is None else jax.tree.map(jnp.add, total, sums)
     total = setup.par.read(total)
     out[f"{name}_loss"] = float(total["loss_sum"] / total["count"])
@@ -365,10 +394,13 @@ def _evaluate_and_maybe_stop(ctx: _Context, run: _Run) -> None:
   setup, step = ctx.setup, run.step
   ctx.hooks.before_evaluate(step)
   record = {"step": step, "train_loss": run.window["loss"] / run.window["count"],
-            **_evaluate(setup, run.state),
+            **_evaluate(ctx, run.state),
             "learning_rate": learning_rate_at(setup.schedule, step - 1),  # the last update's
             "wall_time": time.time() - ctx.t_start,
             "steps_per_sec": run.steps_per_sec}
+  if ctx.curvature is not None and step % int(setup.config.curvature.every) == 0:
+    record.update(ctx.curvature(setup.par.get(run.state.params), step,
+                                record["learning_rate"]))
   ctx.hooks.before_metrics_write(step)
   ctx.writer.write(record)
   run.history.append(metrics_lib.to_jsonable(record))
@@ -387,7 +419,7 @@ def _evaluate_and_maybe_stop(ctx: _Context, run: _Run) -> None:
   if ctx.keep_best:
     run.state = run.state.replace(**setup.par.put(run.best))
     run.restored = {"step": run.es_state.best_step, "restored_best": True,
-                    **_evaluate(setup, run.state)}
+                    **_evaluate(ctx, run.state)}
 
 
 def _checkpoint(ctx: _Context, run: _Run, status: str) -> None:
@@ -441,6 +473,10 @@ def _finish(ctx: _Context, run: _Run, t_train: float) -> dict:
       plots.plot_curves(run.history, os.path.join(ctx.workdir, "curves.png"),
                         title=f"{config.dataset.name} {config.model.name} "
                               f"{config.optimizer.name}")
+      from flaxopt.training import curvature_log  # pylint: disable=g-import-not-at-top
+      curvature_log.plot_sharpness(run.history, os.path.join(ctx.workdir, "sharpness.png"),
+                                   title=f"{config.dataset.name} {config.model.name} "
+                                         f"{config.optimizer.name}")
   logging.info("Finished: status %s, final %s", run.status, summary.get("final"))
   return summary
 
