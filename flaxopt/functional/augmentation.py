@@ -14,9 +14,8 @@ reads ``cfg.ops`` (comma-separated names, '' for none) and ``cfg.<name>``
 kwargs. ``default_augment_config()`` lists every op with its default kwargs,
 so ``--config.augment.cutout.size=8`` can be overridden from the command line.
 
-Registry family ``regularizer`` (shared with ``regularization.REGISTRY``):
-each augmentation name -> ``constructor(**kwargs)`` returning
-``fn(key, x, y) -> (x, y)``.
+Registry family ``augment``: each augmentation name -> ``constructor(**kwargs)``
+returning ``fn(key, x, y) -> (x, y)``.
 """
 
 from __future__ import annotations

@@ -130,7 +130,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _build_model(config, 10, None)  # model.* errors: unknown names, sizes, groups vs channels
   ops = [op.strip() for op in str(config.augment.get("ops", "")).split(",") if op.strip()]
   for op in ops:
-    registry.check("regularizer", op)
+    registry.check("augment", op)
   es_lib.from_config(config.early_stopping)  # raises on unknown fields / criteria
 
 

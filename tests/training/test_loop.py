@@ -42,7 +42,7 @@ BAD_CONFIGS = [
     ({"model.norm": "group", "model.num_groups": 7}, "num_groups=7 does not divide the 16"),
     ({"model.activation": "relux"}, "Unknown activation 'relux'"),
     ({"parallel": "pjit"}, "Unknown parallel 'pjit'; valid: jit, pmap"),
-    ({"augment.ops": "mixup,blur"}, "Unknown regularizer 'blur'"),
+    ({"augment.ops": "mixup,blur"}, "Unknown augment 'blur'"),
     ({"early_stopping.criterion": "never"}, "Unknown early-stopping criterion 'never'"),
 ]
 
