@@ -53,7 +53,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.regularizer = ml_collections.ConfigDict()
   config.regularizer.l1 = 0.0  # loss += l1 * sum |w|
-  config.regularizer.l2 = 0.0  # loss += l2 * sum w**2 (PyTorch weight_decay = 2 * l2)
+  config.regularizer.l2 = 0.0  # loss += l2 / 2 * sum w**2 (= PyTorch weight_decay = l2)
 
   # ops: comma-separated augmentation names ('' none); augment.<name>.*: that op's kwargs.
   config.augment = augment_config()
