@@ -39,21 +39,23 @@ def _minimize(opt, f, x0, tol=1e-5, max_iters=200):
   return x, max_iters, evals
 
 
-# (name, constructor, kwargs, (min, max) iterations from (-1.2, 1) to ||grad|| <= 1e-5).
-# Nocedal & Wright (2006, Section 3.5 / 6.1) report 21 iterations for Newton with a
-# backtracking search and 34 for BFGS on this problem; we measure exactly 21 and 34.
+# (name, constructor, kwargs, (min, max) iterations, inclusive, from (-1.2, 1) to
+# ||grad|| <= 1e-5). Nocedal & Wright (2006, Section 3.5 / 6.1) report 21 iterations for
+# Newton with a backtracking search and 34 for BFGS on this problem: both are pinned exactly
+# (float64, deterministic). The others are measured (newton_exact_wolfe 21, newton_cg 21,
+# newton_cg_forcing 63, lbfgs 34, cg fr/pr/prp+/hs/dy 53/33/35/35/53) and kept in bands.
 ROSENBROCK_CASES = (
-    ("newton", so.newton, {}, (15, 30)),
-    ("newton_exact_wolfe", so.newton, {"method": "exact", "linesearch": "wolfe"}, (15, 30)),
-    ("newton_cg", so.newton_cg, {"cg_tol": 1e-10}, (15, 30)),
-    ("newton_cg_forcing", so.newton_cg, {}, (15, 100)),
-    ("bfgs", so.bfgs, {}, (25, 45)),
-    ("lbfgs", so.lbfgs, {"memory_size": 5}, (20, 50)),
-    ("cg_fr", so.conjugate_gradient, {"beta": "fr"}, (20, 120)),
-    ("cg_pr", so.conjugate_gradient, {"beta": "pr"}, (20, 120)),
-    ("cg_prp+", so.conjugate_gradient, {"beta": "prp+"}, (20, 120)),
-    ("cg_hs", so.conjugate_gradient, {"beta": "hs"}, (20, 120)),
-    ("cg_dy", so.conjugate_gradient, {"beta": "dy"}, (20, 120)),
+    ("newton", so.newton, {}, (21, 21)),
+    ("newton_exact_wolfe", so.newton, {"method": "exact", "linesearch": "wolfe"}, (15, 29)),
+    ("newton_cg", so.newton_cg, {"cg_tol": 1e-10}, (15, 29)),
+    ("newton_cg_forcing", so.newton_cg, {}, (15, 99)),
+    ("bfgs", so.bfgs, {}, (34, 34)),
+    ("lbfgs", so.lbfgs, {"memory_size": 5}, (20, 49)),
+    ("cg_fr", so.conjugate_gradient, {"beta": "fr"}, (20, 119)),
+    ("cg_pr", so.conjugate_gradient, {"beta": "pr"}, (20, 119)),
+    ("cg_prp+", so.conjugate_gradient, {"beta": "prp+"}, (20, 119)),
+    ("cg_hs", so.conjugate_gradient, {"beta": "hs"}, (20, 119)),
+    ("cg_dy", so.conjugate_gradient, {"beta": "dy"}, (20, 119)),
 )
 
 
@@ -63,8 +65,8 @@ class RosenbrockTest(parameterized.TestCase):
   def test_converges_to_one_one(self, ctor, kwargs, band):
     with jax.enable_x64(True):
       x, iters, _ = _minimize(ctor(**kwargs), rosenbrock, jnp.array([-1.2, 1.0]),
-                              max_iters=band[1])
-      self.assertBetween(iters, band[0], band[1] - 1)
+                              max_iters=band[1] + 1)
+      self.assertBetween(iters, band[0], band[1])
       chex.assert_trees_all_close(x, jnp.ones(2), atol=1e-4)
 
 
