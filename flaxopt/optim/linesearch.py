@@ -385,7 +385,8 @@ def scale_by_backtracking_linesearch(
     value0 = jnp.asarray(value, dtype)
     step, new_value, num_evals = backtracking_armijo(
         _line(params, updates, value_fn), value0, slope0, jnp.asarray(max_step, dtype),
-        slope_rtol=slope_rtol, decrease_factor=decrease_factor, max_steps=max_steps)
+        slope_rtol=jnp.asarray(slope_rtol, dtype),
+        decrease_factor=jnp.asarray(decrease_factor, dtype), max_steps=max_steps)
     descent = slope0 < 0
     step = jnp.where(descent, step, jnp.zeros_like(step))
     new_value = jnp.where(descent, new_value, value0)
@@ -476,8 +477,11 @@ def scale_by_wolfe_linesearch(
       init_step = jnp.where(ok_guess, guess, init_step)
     step, new_value, new_grad, num_evals, ok = strong_wolfe(
         phi, value0, jnp.where(descent, slope0, -1.0), grad, init_step,
-        slope_rtol=slope_rtol, curv_rtol=curv_rtol, increase_factor=increase_factor,
-        max_step=max_step, max_steps=max_steps, exact_quadratic=exact_quadratic)
+        # Hyperparameters in the search's dtype: traced ones (stacked runs) may be wider.
+        slope_rtol=jnp.asarray(slope_rtol, dtype), curv_rtol=jnp.asarray(curv_rtol, dtype),
+        increase_factor=jnp.asarray(increase_factor, dtype),
+        max_step=jnp.asarray(max_step, dtype), max_steps=max_steps,
+        exact_quadratic=exact_quadratic)
     step = jnp.where(descent, step, jnp.zeros_like(step))
     new_value = jnp.where(descent, new_value, value0)
     new_grad = jax.tree_util.tree_map(lambda n, o: jnp.where(descent, n, o), new_grad, grad)

@@ -169,6 +169,36 @@ METHODS = (
 )
 
 
+# Stacked runs (a leading "member" axis): float hyperparameters, line-search constants
+# included, enter traced per member (Newton's damping and min_shift and BFGS's min_curvature
+# trace too; one case keeps the test time down). Params float32, hyperparameters float64 (x64 on): the
+# line searches keep their loop carries in the params' compute dtype.
+STACKED = (
+    ("cg_wolfe", lambda learning_rate, increase_factor, max_step, curv_rtol:
+     so.conjugate_gradient(learning_rate, linesearch_kwargs={
+         "increase_factor": increase_factor, "max_step": max_step, "curv_rtol": curv_rtol}),
+     {"learning_rate": (1.0, 0.5, 0.8), "increase_factor": (2.0, 3.0, 1.5),
+      "max_step": (1e10, 10.0, 100.0), "curv_rtol": (0.1, 0.5, 0.3)}),
+)
+
+
+@pytest.mark.parametrize("make,values", [c[1:] for c in STACKED], ids=[c[0] for c in STACKED])
+def test_stacked_hyperparameters_match_solo_runs(make, values):
+  def run(hps):
+    x = jnp.linspace(-1.0, 1.5, 4, dtype=jnp.float32)
+    opt = make(**hps)
+    return jax.lax.fori_loop(0, 3, lambda _, c: _step(opt, _flat_problem, *c),
+                             (x, opt.init(x)))[0]
+
+  with jax.enable_x64(True):
+    got = jax.jit(jax.vmap(run))({k: jnp.asarray(v, jnp.float64) for k, v in values.items()})
+    solo = jax.jit(run)  # one compilation serves the three members' values
+    for m in range(3):
+      want = solo({k: jnp.float64(v[m]) for k, v in values.items()})
+      assert got.dtype == want.dtype == jnp.float32
+      np.testing.assert_allclose(got[m], want, rtol=1e-5, atol=1e-6)
+
+
 class PropertiesTest(chex.TestCase):
 
   @parameterized.named_parameters(*METHODS)
