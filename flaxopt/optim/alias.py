@@ -17,7 +17,7 @@ documented on the primitives in ``flaxopt.optim.transform``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
