@@ -14,7 +14,13 @@ What ``get(family, name, **kwargs)`` returns, by family:
 * ``initializer``: ``init(key, shape, dtype=jnp.float32)`` (jax.nn.initializers signature).
 * ``norm``:        a fresh Flax module instance (create it inside ``@compact``).
 * ``pool``:        a fresh Flax module instance, called ``m(x, deterministic=...)``.
-* ``regularizer``: see ``flaxopt.functional.regularization`` / ``augmentation``.
+* ``penalty``:     ``l1``/``l2`` -> an ``optax.GradientTransformation`` that adds the
+  penalty's gradient (``weight`` keyword; ``l2``: ``g + weight * w``, the gradient of
+  ``weight / 2 * sum w**2``). Chain it before the optimizer.
+* ``dropout``:     ``fn(x, key, deterministic=False)`` with ``rate`` bound
+  (``dropout``: activations; ``dropconnect``: a weight mask).
+* ``augment``:     ``fn(key, x, y) -> (x, y)``, a batch augmentation with its
+  hyperparameters bound (``flaxopt.functional.augmentation``).
 * ``optimizer``:   an ``optax.GradientTransformation`` (``learning_rate`` keyword).
 """
 
@@ -33,15 +39,16 @@ _SOURCES: Mapping[str, tuple[str, ...]] = {
     ),
     "norm": ("flaxopt.nn.normalization:REGISTRY",),
     "pool": ("flaxopt.nn.pooling:REGISTRY",),
-    "regularizer": (
-        "flaxopt.functional.regularization:REGISTRY",
-        "flaxopt.functional.augmentation:REGISTRY",
-        "flaxopt.optim.penalties:REGISTRY",
-    ),
+    "penalty": ("flaxopt.optim.penalties:REGISTRY",),
+    "dropout": ("flaxopt.functional.regularization:REGISTRY",),
+    "augment": ("flaxopt.functional.augmentation:REGISTRY",),
     "optimizer": ("flaxopt.optim:REGISTRY",),
 }
 
 FAMILIES: tuple[str, ...] = tuple(_SOURCES)
+
+# Families that were split, for the error message: old name -> the new families.
+_SPLIT = {"regularizer": ("penalty", "dropout", "augment")}
 
 
 def _load(source: str) -> Mapping[str, Callable[..., Any]]:
@@ -52,8 +59,10 @@ def _load(source: str) -> Mapping[str, Callable[..., Any]]:
 def table(family: str) -> dict[str, Callable[..., Any]]:
   """The merged name -> constructor table of one family."""
   if family not in _SOURCES:
-    raise ValueError(
-        f"Unknown registry family {family!r}; valid families: {', '.join(FAMILIES)}")
+    hint = f" ({family!r} was split into {', '.join(_SPLIT[family])})" \
+        if family in _SPLIT else ""
+    raise ValueError(f"Unknown registry family {family!r}{hint}; "
+                     f"valid families: {', '.join(FAMILIES)}")
   merged: dict[str, Callable[..., Any]] = {}
   for source in _SOURCES[family]:
     for name, ctor in _load(source).items():

@@ -13,7 +13,7 @@ from configs.studies import _common
 VARIANTS = (
     "none:",
     "l1 1e-4: regularizer.l1=1e-4",
-    "l2 1e-3: regularizer.l2=1e-3",
+    "l2 2e-3: regularizer.l2=2e-3",
     "dropout 0.1: model.dropout=0.1",
     "dropconnect 0.2 (head): model.dropconnect=0.2",
     "translate 4: augment.ops=random_translate; augment.random_translate.max_shift=4",

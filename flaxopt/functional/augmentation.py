@@ -15,9 +15,8 @@ kwargs from any mapping. ``augment_defaults()`` lists every op with its keyword
 defaults (the one source of the ``augment.*`` config fields, which
 ``flaxopt.training.config`` builds).
 
-Registry family ``regularizer`` (shared with ``regularization.REGISTRY``):
-each augmentation name -> ``constructor(**kwargs)`` returning
-``fn(key, x, y) -> (x, y)``.
+Registry family ``augment``: each augmentation name -> ``constructor(**kwargs)``
+returning ``fn(key, x, y) -> (x, y)``.
 """
 
 from __future__ import annotations

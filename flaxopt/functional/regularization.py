@@ -5,18 +5,17 @@ Pure jnp functions; randomness only through an explicit ``key``.
 Conventions:
 
 * ``l1_penalty`` / ``l2_penalty`` are plain sums, ``sum |w|`` and ``sum w**2``,
-  **without** a 1/2 factor: ``grad(l2_penalty)(w) = 2 w``. Adding
-  ``lam * l2_penalty(params)`` to a loss is therefore the same as chaining
-  ``optim.add_l2(2 * lam)`` in front of the optimizer (``add_l2(weight)`` adds
-  ``weight * w`` to the gradient, the gradient of ``weight/2 * sum w**2``).
+  **without** a 1/2 factor: ``grad(l2_penalty)(w) = 2 w``. The training loss
+  (``config.regularizer.l2 = lam``) adds ``lam / 2 * l2_penalty(params)``,
+  whose gradient ``lam * w`` is what ``optim.add_l2(lam)`` adds and what
+  PyTorch's ``SGD(weight_decay=lam)`` adds: one ``l2`` convention everywhere.
 * Dropout and DropConnect are *inverted*: kept units/weights are scaled by
   ``1/keep`` at training time, so the expected training output equals the
   deterministic output and inference is the identity (the "mean rule" of the
   papers with the scaling moved to training time).
 
-Registry family ``regularizer`` (merged with ``augmentation.REGISTRY`` and
-``flaxopt.optim.penalties.REGISTRY``, which holds ``'l1'`` and ``'l2'`` as optax
-transforms):
+Registry family ``dropout`` (the penalties ``'l1'``/``'l2'`` are the optax
+transforms of family ``penalty``, the augmentations family ``augment``):
 
 * ``'dropout'`` -> ``fn(x, key, deterministic=False)``: ``F.dropout`` with
   ``rate`` bound.
@@ -74,9 +73,10 @@ def l2_penalty(params: Any) -> Array:
   """L2 penalty ``sum_i w_i**2`` over every leaf of a pytree (no 1/2 factor).
 
   Formula: ``R_2(w) = sum w**2``, so ``grad R_2 = 2 w``. Weight decay / ridge
-  (Krogh & Hertz, 1992). ``loss + lam * l2_penalty(params)`` matches
-  ``optax.chain(optim.add_l2(2 * lam), opt)``: ``add_l2(weight)`` adds
-  ``weight * w``, the gradient of ``weight / 2 * sum w**2``.
+  (Krogh & Hertz, 1992). ``loss + lam / 2 * l2_penalty(params)`` (the
+  training loss with ``regularizer.l2 = lam``) matches
+  ``optax.chain(optim.add_l2(lam), opt)`` and PyTorch's ``weight_decay=lam``:
+  each adds ``lam * w`` to the gradient.
 
   Args:
     params: a pytree of arrays.
@@ -219,7 +219,7 @@ def dropconnect_gaussian_samples(x: Array, w: Array, rate: float, key: Array,
   return mean + jnp.sqrt(var) * eps
 
 
-# --- registry ---------------------------------------------------------------
+# --- registry (family ``dropout``) -------------------------------------------
 
 
 def _dropout_fn(rate: float) -> Callable[..., Array]:

@@ -83,9 +83,10 @@ class BatchNorm(_Affine):
   statistics are those of the global batch, from ``psum``-ed per-device sums
   and counts (see ``F.moments``); a per-example ``mask`` (shape ``(N,)`` or
   broadcastable to ``x``) drops padded rows, so devices holding different
-  numbers of real examples are weighted correctly. Under ``jax.jit`` with the
-  batch sharded over a Mesh no ``axis_name`` is needed: the reductions are
-  already global.
+  numbers of real examples are weighted correctly. ``init`` reduces over the
+  local batch only (as flax does), so it also runs outside the mapped axis.
+  Under ``jax.jit`` with the batch sharded over a Mesh no ``axis_name`` is
+  needed: the reductions are already global.
 
   Ioffe & Szegedy, "Batch Normalization: Accelerating Deep Network Training by
   Reducing Internal Covariate Shift", ICML 2015.
@@ -113,8 +114,11 @@ class BatchNorm(_Affine):
     else:
       if mask is not None and jnp.ndim(mask) == 1 and x.ndim > 1:
         mask = jnp.reshape(mask, (-1,) + (1,) * (x.ndim - 1))
+      # No cross-device reduction during init (as flax): init may run outside the mapped
+      # axis, and the statistics it computes are never stored.
+      axis_name = None if self.is_initializing() else self.axis_name
       mean, var, count = F.moments(x, tuple(range(x.ndim - 1)), where=mask,
-                                   axis_name=self.axis_name, return_count=True)
+                                   axis_name=axis_name, return_count=True)
       if not self.is_initializing():
         stored_var = var * count / jnp.maximum(count - 1, 1) if self.unbiased_running_var \
             else var

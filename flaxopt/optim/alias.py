@@ -17,13 +17,16 @@ documented on the primitives in ``flaxopt.optim.transform``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from flaxopt.optim import transform
+from flaxopt.optim._utils import ScalarLike
+from flaxopt.optim._utils import ScalarOrSchedule
+from flaxopt.optim._utils import check_learning_rate
 
 __all__ = [
     "sgd",
@@ -40,25 +43,10 @@ __all__ = [
     "relative_step_size",
 ]
 
-ScalarLike = transform.ScalarLike
-ScalarOrSchedule = Any  # float | 0-d array | optax.Schedule
-
-
-def _check_learning_rate(learning_rate: ScalarOrSchedule) -> None:
-  """Raises ValueError unless ``learning_rate`` is a schedule or a positive number."""
-  if learning_rate is None:
-    raise ValueError("learning_rate is required (a positive float or an optax "
-                     "schedule), got None.")
-  if callable(learning_rate):
-    return
-  transform.check_in_range("learning_rate", learning_rate, 0.0, float("inf"),
-                           low_open=True)
-
-
 def _with_learning_rate(primitive: Optional[optax.GradientTransformation],
                         learning_rate: ScalarOrSchedule) -> optax.GradientTransformation:
   """``chain(primitive, transform.scale_by_learning_rate(learning_rate))`` (descent)."""
-  _check_learning_rate(learning_rate)
+  check_learning_rate(learning_rate)
   scale = transform.scale_by_learning_rate(learning_rate)
   return scale if primitive is None else optax.chain(primitive, scale)
 
@@ -230,7 +218,7 @@ def adafactor(learning_rate: ScalarOrSchedule,
   and factors only axes >= 128. See ``transform.scale_by_adafactor``.
   Reference: Shazeer & Stern 2018.
   """
-  _check_learning_rate(learning_rate)
+  check_learning_rate(learning_rate)
   primitive = transform.scale_by_adafactor(
       decay_rate, clipping_threshold, beta1, eps1, eps2, multiply_by_parameter_scale, factored)
   step = relative_step_size(learning_rate) if relative_step else learning_rate

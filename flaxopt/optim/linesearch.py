@@ -28,6 +28,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from flaxopt.optim._utils import check_in_range
+from flaxopt.optim._utils import check_open_unit
+from flaxopt.optim._utils import check_positive_int
+from flaxopt.optim._utils import compute_dtype
+from flaxopt.optim._utils import is_concrete_less
+from flaxopt.optim._utils import tree_axpy
+from flaxopt.optim._utils import tree_vdot
+
 __all__ = [
     "LINESEARCHES",
     "ArmijoLinesearchState",
@@ -44,37 +52,8 @@ Array = jax.Array
 Phi = Callable[[Array], tuple[Array, Array, Any]]
 
 
-def _compute_dtype(tree: Any) -> jnp.dtype:
-  """At least float32, else the widest floating dtype of ``tree``'s leaves."""
-  leaves = jax.tree_util.tree_leaves(tree)
-  return jnp.result_type(jnp.float32, *[jnp.asarray(x).dtype for x in leaves])
-
-
-def _vdot(a: Any, b: Any, dtype: jnp.dtype) -> Array:
-  """<a, b> summed over all leaves, accumulated in ``dtype``."""
-  parts = jax.tree_util.tree_map(
-      lambda x, y: jnp.vdot(x.astype(dtype), y.astype(dtype)), a, b)
-  return sum(jax.tree_util.tree_leaves(parts), jnp.zeros((), dtype))
-
-
-def _axpy(a: Array, x: Any, y: Any) -> Any:
-  """y + a * x leafwise, keeping each leaf of ``y``'s dtype."""
-  return jax.tree_util.tree_map(
-      lambda xi, yi: (yi + a.astype(jnp.result_type(yi, a)) * xi).astype(yi.dtype), x, y)
-
-
 def _scale(a: Array, tree: Any) -> Any:
   return jax.tree_util.tree_map(lambda t: (a * t).astype(t.dtype), tree)
-
-
-def _check_positive_int(name: str, value: Any) -> None:
-  if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-    raise ValueError(f"{name} must be a positive int, got {value!r}.")
-
-
-def _check_open_unit(name: str, value: Any) -> None:
-  if not 0.0 < float(value) < 1.0:
-    raise ValueError(f"{name} must lie in (0, 1), got {value!r}.")
 
 
 # ----------------------------------------------------------------------------
@@ -357,7 +336,7 @@ class WolfeLinesearchState(NamedTuple):
 
 
 def _line(params: Any, updates: Any, value_fn: Callable[..., Array]):
-  return lambda a: value_fn(_axpy(a, updates, params))
+  return lambda a: value_fn(tree_axpy(a, updates, params))
 
 
 def scale_by_backtracking_linesearch(
@@ -388,14 +367,13 @@ def scale_by_backtracking_linesearch(
     An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``,
     ``value``, ``grad`` and ``value_fn``.
   """
-  _check_positive_int("max_steps", max_steps)
-  _check_open_unit("slope_rtol", slope_rtol)
-  _check_open_unit("decrease_factor", decrease_factor)
-  if not max_step > 0:
-    raise ValueError(f"max_step must be > 0, got {max_step!r}.")
+  check_positive_int("max_steps", max_steps)
+  check_open_unit("slope_rtol", slope_rtol)
+  check_open_unit("decrease_factor", decrease_factor)
+  check_in_range("max_step", max_step, 0.0, float("inf"), low_open=True, high_open=False)
 
   def init_fn(params):
-    dtype = _compute_dtype(params)
+    dtype = compute_dtype(params)
     return ArmijoLinesearchState(
         step_size=jnp.asarray(max_step, dtype), value=jnp.asarray(jnp.inf, dtype),
         num_evals=jnp.zeros((), jnp.int32), total_evals=jnp.zeros((), jnp.int32))
@@ -403,11 +381,12 @@ def scale_by_backtracking_linesearch(
   def update_fn(updates, state, params, *, value, grad, value_fn, **extra_args):
     del extra_args
     dtype = state.step_size.dtype
-    slope0 = _vdot(grad, updates, dtype)
+    slope0 = tree_vdot(grad, updates, dtype)
     value0 = jnp.asarray(value, dtype)
     step, new_value, num_evals = backtracking_armijo(
         _line(params, updates, value_fn), value0, slope0, jnp.asarray(max_step, dtype),
-        slope_rtol=slope_rtol, decrease_factor=decrease_factor, max_steps=max_steps)
+        slope_rtol=jnp.asarray(slope_rtol, dtype),
+        decrease_factor=jnp.asarray(decrease_factor, dtype), max_steps=max_steps)
     descent = slope0 < 0
     step = jnp.where(descent, step, jnp.zeros_like(step))
     new_value = jnp.where(descent, new_value, value0)
@@ -457,21 +436,19 @@ def scale_by_wolfe_linesearch(
     An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``,
     ``value``, ``grad`` and ``value_fn``.
   """
-  _check_positive_int("max_steps", max_steps)
-  _check_open_unit("slope_rtol", slope_rtol)
-  _check_open_unit("curv_rtol", curv_rtol)
-  if not slope_rtol < curv_rtol:
+  check_positive_int("max_steps", max_steps)
+  check_open_unit("slope_rtol", slope_rtol)
+  check_open_unit("curv_rtol", curv_rtol)
+  if not is_concrete_less(slope_rtol, curv_rtol):
     raise ValueError(f"need slope_rtol < curv_rtol, got {slope_rtol!r} >= {curv_rtol!r}.")
-  if not increase_factor > 1:
-    raise ValueError(f"increase_factor must be > 1, got {increase_factor!r}.")
-  if not max_step > 0:
-    raise ValueError(f"max_step must be > 0, got {max_step!r}.")
+  check_in_range("increase_factor", increase_factor, 1.0, float("inf"), low_open=True)
+  check_in_range("max_step", max_step, 0.0, float("inf"), low_open=True, high_open=False)
   if initial_guess not in _INITIAL_GUESSES:
     raise ValueError(
         f"initial_guess must be one of {_INITIAL_GUESSES}, got {initial_guess!r}.")
 
   def init_fn(params):
-    dtype = _compute_dtype(params)
+    dtype = compute_dtype(params)
     return WolfeLinesearchState(
         step_size=jnp.ones((), dtype), slope=jnp.zeros((), dtype),
         value=jnp.asarray(jnp.inf, dtype),
@@ -486,11 +463,11 @@ def scale_by_wolfe_linesearch(
     grad = jax.tree_util.tree_map(lambda g, p: g.astype(p.dtype), grad, params)
 
     def phi(a):
-      f, g = value_and_grad(_axpy(a, updates, params))
+      f, g = value_and_grad(tree_axpy(a, updates, params))
       g = jax.tree_util.tree_map(lambda gi, p: gi.astype(p.dtype), g, params)
-      return f.astype(dtype), _vdot(g, updates, dtype), g
+      return f.astype(dtype), tree_vdot(g, updates, dtype), g
 
-    slope0 = _vdot(grad, updates, dtype)
+    slope0 = tree_vdot(grad, updates, dtype)
     value0 = jnp.asarray(value, dtype)
     descent = slope0 < 0
     init_step = jnp.ones((), dtype)
@@ -500,8 +477,11 @@ def scale_by_wolfe_linesearch(
       init_step = jnp.where(ok_guess, guess, init_step)
     step, new_value, new_grad, num_evals, ok = strong_wolfe(
         phi, value0, jnp.where(descent, slope0, -1.0), grad, init_step,
-        slope_rtol=slope_rtol, curv_rtol=curv_rtol, increase_factor=increase_factor,
-        max_step=max_step, max_steps=max_steps, exact_quadratic=exact_quadratic)
+        # Hyperparameters in the search's dtype: traced ones (stacked runs) may be wider.
+        slope_rtol=jnp.asarray(slope_rtol, dtype), curv_rtol=jnp.asarray(curv_rtol, dtype),
+        increase_factor=jnp.asarray(increase_factor, dtype),
+        max_step=jnp.asarray(max_step, dtype), max_steps=max_steps,
+        exact_quadratic=exact_quadratic)
     step = jnp.where(descent, step, jnp.zeros_like(step))
     new_value = jnp.where(descent, new_value, value0)
     new_grad = jax.tree_util.tree_map(lambda n, o: jnp.where(descent, n, o), new_grad, grad)

@@ -28,30 +28,20 @@ untouched (use it to exclude biases and normalization scales).
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from flaxopt.optim._utils import ScalarLike
+from flaxopt.optim._utils import ScalarOrSchedule
+from flaxopt.optim._utils import check_nonneg
+from flaxopt.optim._utils import tree_map_none
+
 __all__ = ["add_l1", "add_l2", "l1_prox", "L1ProxState"]
 
 Mask = Union[Any, Callable[[Any], Any]]
-ScalarOrSchedule = Union[float, jax.Array, optax.Schedule]
-
-
-
-def _check_weight(weight: Any, name: str = "weight") -> None:
-  """Raises ValueError for a non-numeric or negative concrete weight."""
-  if isinstance(weight, bool) or not isinstance(weight, (numbers.Real, jax.Array)):
-    raise ValueError(f"{name} must be a non-negative number, got {weight!r}.")
-  try:
-    value = float(weight)
-  except (TypeError, jax.errors.ConcretizationTypeError):
-    return
-  if not value >= 0.0:  # Also rejects NaN.
-    raise ValueError(f"{name} must be >= 0, got {weight!r}.")
 
 
 def _maybe_mask(tx: optax.GradientTransformation,
@@ -59,12 +49,7 @@ def _maybe_mask(tx: optax.GradientTransformation,
   return tx if mask is None else optax.masked(tx, mask)
 
 
-def _map(fn: Callable[..., Any], updates: Any, params: Any) -> Any:
-  return jax.tree.map(lambda g, w: None if g is None else fn(g, w),
-                      updates, params, is_leaf=lambda v: v is None)
-
-
-def add_l2(weight: float, mask: Optional[Mask] = None) -> optax.GradientTransformation:
+def add_l2(weight: ScalarLike, mask: Optional[Mask] = None) -> optax.GradientTransformation:
   """Coupled L2 regularization: add ``weight * w`` to the gradient.
 
   Update: ``g <- g + weight * w``, the gradient of ``weight / 2 * sum w**2``
@@ -93,11 +78,11 @@ def add_l2(weight: float, mask: Optional[Mask] = None) -> optax.GradientTransfor
   Example:
     >>> tx = optax.chain(add_l2(1e-4), optax.sgd(0.1))
   """
-  _check_weight(weight)
+  check_nonneg("weight", weight)
   return _maybe_mask(_add_penalty_gradient(weight, lambda w: w), mask)
 
 
-def _add_penalty_gradient(weight: float, direction: Callable[[Any], Any]
+def _add_penalty_gradient(weight: ScalarLike, direction: Callable[[Any], Any]
                           ) -> optax.GradientTransformation:
   """Stateless ``g <- g + weight * direction(w)`` (needs ``params``)."""
 
@@ -108,18 +93,19 @@ def _add_penalty_gradient(weight: float, direction: Callable[[Any], Any]
   def update_fn(updates, state, params=None):
     if params is None:
       raise ValueError(optax._src.base.NO_PARAMS_MSG)  # pylint: disable=protected-access
-    new = _map(lambda g, w: g + jnp.asarray(weight, g.dtype) * direction(w).astype(g.dtype),
-               updates, params)
+    new = tree_map_none(
+        lambda g, w: g + jnp.asarray(weight, g.dtype) * direction(w).astype(g.dtype),
+        updates, params)
     return new, state
 
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _add_l1_subgradient(weight: float) -> optax.GradientTransformation:
+def _add_l1_subgradient(weight: ScalarLike) -> optax.GradientTransformation:
   return _add_penalty_gradient(weight, jnp.sign)
 
 
-def add_l1(weight: float, mask: Optional[Mask] = None, proximal: bool = False,
+def add_l1(weight: ScalarLike, mask: Optional[Mask] = None, proximal: bool = False,
            learning_rate: Optional[ScalarOrSchedule] = None
            ) -> optax.GradientTransformation:
   """L1 regularization, by subgradient (default) or by the proximal operator.
@@ -147,7 +133,7 @@ def add_l1(weight: float, mask: Optional[Mask] = None, proximal: bool = False,
     ValueError: negative weight; ``proximal`` without ``learning_rate`` or a
       ``learning_rate`` without ``proximal``.
   """
-  _check_weight(weight)
+  check_nonneg("weight", weight)
   if proximal:
     if learning_rate is None:
       raise ValueError("add_l1(proximal=True) needs learning_rate (the optimizer's "
@@ -163,7 +149,7 @@ class L1ProxState(NamedTuple):
   count: jax.Array
 
 
-def l1_prox(weight: float, learning_rate: ScalarOrSchedule,
+def l1_prox(weight: ScalarLike, learning_rate: ScalarOrSchedule,
             mask: Optional[Mask] = None) -> optax.GradientTransformation:
   """Proximal L1 step (soft-thresholding); place it LAST in the chain.
 
@@ -202,9 +188,9 @@ def l1_prox(weight: float, learning_rate: ScalarOrSchedule,
   Example:
     >>> tx = optax.chain(optax.sgd(0.1), l1_prox(1e-3, 0.1))
   """
-  _check_weight(weight)
+  check_nonneg("weight", weight)
   if not callable(learning_rate):
-    _check_weight(learning_rate, "learning_rate")
+    check_nonneg("learning_rate", learning_rate)
 
   def init_fn(params):
     del params
@@ -222,7 +208,7 @@ def l1_prox(weight: float, learning_rate: ScalarOrSchedule,
       shrunk = jnp.sign(z) * jnp.maximum(jnp.abs(z) - jnp.asarray(threshold, u.dtype), 0)
       return shrunk - w
 
-    new = _map(prox_update, updates, params)
+    new = tree_map_none(prox_update, updates, params)
     return new, L1ProxState(count=optax.safe_increment(state.count))
 
   return _maybe_mask(optax.GradientTransformation(init_fn, update_fn), mask)

@@ -33,6 +33,13 @@ import jax.numpy as jnp
 import optax
 
 from flaxopt.optim import linesearch as ls
+from flaxopt.optim._utils import ScalarOrSchedule
+from flaxopt.optim._utils import check_in_range
+from flaxopt.optim._utils import check_nonneg
+from flaxopt.optim._utils import check_positive_int
+from flaxopt.optim._utils import compute_dtype
+from flaxopt.optim._utils import tree_axpy
+from flaxopt.optim._utils import tree_vdot
 from flaxopt.optim.transform import scale_by_learning_rate
 
 __all__ = [
@@ -59,30 +66,8 @@ _NEWTON_METHODS = ("exact", "cg", "auto")
 def _flat(tree: Any) -> tuple[Array, Callable[[Array], Any], jnp.dtype]:
   """Flattens ``tree`` to a vector in the compute dtype; returns an unravel."""
   flat, unravel = ravel_pytree(tree)
-  dtype = jnp.promote_types(flat.dtype, jnp.float32)
+  dtype = compute_dtype(flat)
   return flat.astype(dtype), lambda v: unravel(v.astype(flat.dtype)), dtype
-
-
-def _num_params(tree: Any) -> int:
-  return int(sum(jnp.size(x) for x in jax.tree_util.tree_leaves(tree)))
-
-
-def _like(tree: Any, ref: Any) -> Any:
-  """Casts each leaf of ``tree`` to the dtype of the matching leaf of ``ref``."""
-  return jax.tree_util.tree_map(lambda t, r: t.astype(r.dtype), tree, ref)
-
-
-def _tree_cast(tree: Any, dtype: jnp.dtype) -> Any:
-  return jax.tree_util.tree_map(lambda t: t.astype(dtype), tree)
-
-
-def _tree_vdot(a: Any, b: Any) -> Array:
-  parts = jax.tree_util.tree_map(jnp.vdot, a, b)
-  return sum(jax.tree_util.tree_leaves(parts))
-
-
-def _tree_axpy(alpha: Array, x: Any, y: Any) -> Any:
-  return jax.tree_util.tree_map(lambda xi, yi: yi + alpha * xi, x, y)
 
 
 # ----------------------------------------------------------------------------
@@ -151,7 +136,7 @@ def _truncated_cg(hvp: Callable[[Any], Any], g: Any, max_iters: int,
   current iterate is returned, or ``g`` itself on the first iteration).
   Returns ``(p, iterations)``.
   """
-  gnorm = jnp.sqrt(_tree_vdot(g, g))
+  gnorm = jnp.sqrt(tree_vdot(g, g))
   eta = jnp.minimum(0.5, jnp.sqrt(gnorm)) if tol is None else tol
   threshold = eta * gnorm
   zeros = jax.tree_util.tree_map(jnp.zeros_like, g)
@@ -163,13 +148,13 @@ def _truncated_cg(hvp: Callable[[Any], Any], g: Any, max_iters: int,
   def body(carry):
     z, r, d, rr, j, _ = carry
     ad = hvp(d)
-    curv = _tree_vdot(d, ad)
+    curv = tree_vdot(d, ad)
     negative = ~(curv > 0)
     alpha = rr / jnp.where(negative, 1.0, curv)
-    z_new = _tree_axpy(alpha, d, z)
-    r_new = _tree_axpy(-alpha, ad, r)
-    rr_new = _tree_vdot(r_new, r_new)
-    d_new = _tree_axpy(rr_new / rr, d, r_new)
+    z_new = tree_axpy(alpha, d, z)
+    r_new = tree_axpy(-alpha, ad, r)
+    rr_new = tree_vdot(r_new, r_new)
+    d_new = tree_axpy(rr_new / rr, d, r_new)
     # On negative curvature keep z (or g on the first iteration) and stop.
     fallback = jax.tree_util.tree_map(lambda zi, gi: jnp.where(j == 0, gi, zi), z, g)
     pick = lambda new, old: jax.tree_util.tree_map(
@@ -223,18 +208,16 @@ def scale_by_newton(
   """
   if method not in _NEWTON_METHODS:
     raise ValueError(f"method must be one of {_NEWTON_METHODS}, got {method!r}.")
-  if not damping >= 0:
-    raise ValueError(f"damping must be >= 0, got {damping!r}.")
-  ls._check_positive_int("cg_max_iters", cg_max_iters)  # pylint: disable=protected-access
-  ls._check_positive_int("exact_max_size", exact_max_size)  # pylint: disable=protected-access
-  ls._check_positive_int("max_shift_tries", max_shift_tries)  # pylint: disable=protected-access
-  if cg_tol is not None and not cg_tol > 0:
-    raise ValueError(f"cg_tol must be > 0 or None, got {cg_tol!r}.")
-  if not min_shift > 0:
-    raise ValueError(f"min_shift must be > 0, got {min_shift!r}.")
+  check_nonneg("damping", damping)
+  check_positive_int("cg_max_iters", cg_max_iters)
+  check_positive_int("exact_max_size", exact_max_size)
+  check_positive_int("max_shift_tries", max_shift_tries)
+  if cg_tol is not None:
+    check_in_range("cg_tol", cg_tol, 0.0, float("inf"), low_open=True)
+  check_in_range("min_shift", min_shift, 0.0, float("inf"), low_open=True)
 
   def init_fn(params):
-    dtype = ls._compute_dtype(params)  # pylint: disable=protected-access
+    dtype = compute_dtype(params)
     return NewtonState(jnp.zeros((), jnp.int32), jnp.zeros((), dtype),
                        jnp.zeros((), jnp.int32))
 
@@ -243,7 +226,7 @@ def scale_by_newton(
     g, _, _ = _flat(updates)
     h = jax.hessian(lambda v: value_fn(unravel(v)).astype(dtype))(x)
     p, shift = _modified_cholesky_solve(h, g, damping, min_shift, max_shift_tries)
-    return _like(unravel(p), updates), state._replace(
+    return optax.tree.cast_like(unravel(p), updates), state._replace(
         shift=shift.astype(state.shift.dtype), cg_iters=jnp.zeros((), jnp.int32))
 
   def hessian_free(updates, state, params, value_fn):
@@ -251,17 +234,17 @@ def scale_by_newton(
     grad_fn = jax.grad(value_fn)
 
     def hvp(v):
-      hv = jax.jvp(grad_fn, (params,), (_like(v, params),))[1]
-      return _tree_axpy(jnp.asarray(damping, dtype), v, _tree_cast(hv, dtype))
+      hv = jax.jvp(grad_fn, (params,), (optax.tree.cast_like(v, params),))[1]
+      return tree_axpy(jnp.asarray(damping, dtype), v, optax.tree.cast(hv, dtype))
 
-    p, iters = _truncated_cg(hvp, _tree_cast(updates, dtype), cg_max_iters, cg_tol)
-    return _like(p, updates), state._replace(shift=jnp.asarray(damping, dtype),
+    p, iters = _truncated_cg(hvp, optax.tree.cast(updates, dtype), cg_max_iters, cg_tol)
+    return optax.tree.cast_like(p, updates), state._replace(shift=jnp.asarray(damping, dtype),
                                              cg_iters=iters)
 
   def update_fn(updates, state, params, *, value_fn, **extra_args):
     del extra_args
     use_exact = method == "exact" or (
-        method == "auto" and _num_params(params) <= exact_max_size)
+        method == "auto" and optax.tree.size(params) <= exact_max_size)
     solve = exact if use_exact else hessian_free
     p, state = solve(updates, state, params, value_fn)
     return p, state._replace(count=optax.safe_increment(state.count))
@@ -322,8 +305,7 @@ def scale_by_bfgs(min_curvature: float = 1e-10) -> optax.GradientTransformationE
   Returns:
     An ``optax.GradientTransformationExtraArgs`` (extras are ignored).
   """
-  if not min_curvature >= 0:
-    raise ValueError(f"min_curvature must be >= 0, got {min_curvature!r}.")
+  check_nonneg("min_curvature", min_curvature)
 
   def init_fn(params):
     x, _, dtype = _flat(params)
@@ -346,7 +328,7 @@ def scale_by_bfgs(min_curvature: float = 1e-10) -> optax.GradientTransformationE
     p = h @ g
     new_state = BFGSState(optax.safe_increment(state.count),
                           state.num_updates + accept.astype(jnp.int32), h, x, g)
-    return _like(unravel(p), updates), new_state
+    return optax.tree.cast_like(unravel(p), updates), new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -413,9 +395,8 @@ def scale_by_lbfgs(memory_size: int = 10,
   Returns:
     An ``optax.GradientTransformationExtraArgs`` (extras are ignored).
   """
-  ls._check_positive_int("memory_size", memory_size)  # pylint: disable=protected-access
-  if not min_curvature >= 0:
-    raise ValueError(f"min_curvature must be >= 0, got {min_curvature!r}.")
+  check_positive_int("memory_size", memory_size)
+  check_nonneg("min_curvature", min_curvature)
   m = memory_size
 
   def init_fn(params):
@@ -442,7 +423,7 @@ def scale_by_lbfgs(memory_size: int = 10,
     p = _two_loop(g, s_hist, y_hist, rho_hist, head, gamma.astype(g.dtype))
     new_state = LBFGSState(optax.safe_increment(state.count), head, s_hist, y_hist,
                            rho_hist, x, g)
-    return _like(unravel(p), updates), new_state
+    return optax.tree.cast_like(unravel(p), updates), new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -454,12 +435,12 @@ def scale_by_lbfgs(memory_size: int = 10,
 
 def _beta_fr(g, g_prev, p_prev, y):
   del p_prev, y
-  return _tree_vdot(g, g) / _tree_vdot(g_prev, g_prev)
+  return tree_vdot(g, g) / tree_vdot(g_prev, g_prev)
 
 
 def _beta_pr(g, g_prev, p_prev, y):
   del p_prev
-  return _tree_vdot(g, y) / _tree_vdot(g_prev, g_prev)
+  return tree_vdot(g, y) / tree_vdot(g_prev, g_prev)
 
 
 def _beta_prp_plus(g, g_prev, p_prev, y):
@@ -468,12 +449,12 @@ def _beta_prp_plus(g, g_prev, p_prev, y):
 
 def _beta_hs(g, g_prev, p_prev, y):
   del g_prev
-  return -_tree_vdot(g, y) / _tree_vdot(p_prev, y)
+  return -tree_vdot(g, y) / tree_vdot(p_prev, y)
 
 
 def _beta_dy(g, g_prev, p_prev, y):
   del g_prev
-  return -_tree_vdot(g, g) / _tree_vdot(p_prev, y)
+  return -tree_vdot(g, g) / tree_vdot(p_prev, y)
 
 
 # name -> beta(g_k, g_{k-1}, p_{k-1}, y) with p = -d (gradient sign convention).
@@ -530,7 +511,7 @@ def scale_by_nonlinear_cg(beta: str = "prp+",
   if beta not in BETA_RULES:
     raise ValueError(f"Unknown beta {beta!r}; valid: {', '.join(BETA_RULES)}.")
   if restart_every is not None:
-    ls._check_positive_int("restart_every", restart_every)  # pylint: disable=protected-access
+    check_positive_int("restart_every", restart_every)
   rule = BETA_RULES[beta]
 
   def init_fn(params):
@@ -540,21 +521,21 @@ def scale_by_nonlinear_cg(beta: str = "prp+",
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
-    dtype = ls._compute_dtype(updates)  # pylint: disable=protected-access
-    period = restart_every or _num_params(updates)
-    g = _tree_cast(updates, dtype)
-    g_prev = _tree_cast(state.prev_grad, dtype)
-    p_prev = _tree_cast(state.prev_direction, dtype)
+    dtype = compute_dtype(updates)
+    period = restart_every or optax.tree.size(updates)
+    g = optax.tree.cast(updates, dtype)
+    g_prev = optax.tree.cast(state.prev_grad, dtype)
+    p_prev = optax.tree.cast(state.prev_direction, dtype)
     y = jax.tree_util.tree_map(jnp.subtract, g, g_prev)
     b = rule(g, g_prev, p_prev, y)
     restart = (state.since_restart == 0) | (state.since_restart >= period) | ~jnp.isfinite(b)
     b = jnp.where(restart, 0.0, b)
-    p = _tree_axpy(b, p_prev, g)
-    descent = _tree_vdot(g, p) > 0
+    p = tree_axpy(b, p_prev, g)
+    descent = tree_vdot(g, p) > 0
     restart = restart | ~descent
     p = jax.tree_util.tree_map(lambda pi, gi: jnp.where(descent, pi, gi), p, g)
     since = jnp.where(restart, 1, state.since_restart + 1).astype(jnp.int32)
-    p = _like(p, updates)
+    p = optax.tree.cast_like(p, updates)
     new_state = NonlinearCGState(optax.safe_increment(state.count), since, updates, p)
     return p, new_state
 
@@ -567,7 +548,7 @@ def scale_by_nonlinear_cg(beta: str = "prp+",
 
 
 def _with_linesearch(direction: optax.GradientTransformation,
-                     learning_rate: optax.ScalarOrSchedule,
+                     learning_rate: ScalarOrSchedule,
                      linesearch: Optional[str],
                      linesearch_kwargs: Optional[dict[str, Any]],
                      defaults: dict[str, Any]) -> optax.GradientTransformationExtraArgs:
@@ -581,7 +562,7 @@ def _with_linesearch(direction: optax.GradientTransformation,
   return optax.chain(*parts)
 
 
-def newton(learning_rate: optax.ScalarOrSchedule = 1.0,
+def newton(learning_rate: ScalarOrSchedule = 1.0,
            method: str = "auto",
            damping: float = 0.0,
            linesearch: Optional[str] = "armijo",
@@ -602,13 +583,13 @@ def newton(learning_rate: optax.ScalarOrSchedule = 1.0,
                           learning_rate, linesearch, linesearch_kwargs, {})
 
 
-def newton_cg(learning_rate: optax.ScalarOrSchedule = 1.0, **kwargs: Any
+def newton_cg(learning_rate: ScalarOrSchedule = 1.0, **kwargs: Any
               ) -> optax.GradientTransformationExtraArgs:
   """Hessian-free Newton-CG (Martens 2010): :func:`newton` with ``method='cg'``."""
   return newton(learning_rate, method="cg", **kwargs)
 
 
-def bfgs(learning_rate: optax.ScalarOrSchedule = 1.0,
+def bfgs(learning_rate: ScalarOrSchedule = 1.0,
          linesearch: Optional[str] = "wolfe",
          linesearch_kwargs: Optional[dict[str, Any]] = None,
          min_curvature: float = 1e-10) -> optax.GradientTransformationExtraArgs:
@@ -622,7 +603,7 @@ def bfgs(learning_rate: optax.ScalarOrSchedule = 1.0,
                           linesearch_kwargs, {})
 
 
-def lbfgs(learning_rate: optax.ScalarOrSchedule = 1.0,
+def lbfgs(learning_rate: ScalarOrSchedule = 1.0,
           memory_size: int = 10,
           linesearch: Optional[str] = "wolfe",
           linesearch_kwargs: Optional[dict[str, Any]] = None,
@@ -637,7 +618,7 @@ def lbfgs(learning_rate: optax.ScalarOrSchedule = 1.0,
                           linesearch, linesearch_kwargs, {})
 
 
-def conjugate_gradient(learning_rate: optax.ScalarOrSchedule = 1.0,
+def conjugate_gradient(learning_rate: ScalarOrSchedule = 1.0,
                        beta: str = "prp+",
                        restart_every: Optional[int] = None,
                        linesearch: Optional[str] = "wolfe",

@@ -18,18 +18,28 @@ Conventions shared by every primitive here:
   and rounded once), and updates are returned in the gradient dtype. Step
   counters are int32 scalars, incremented with ``optax.safe_int32_increment``.
 * Hyperparameters are plain arguments that may be Python numbers or arrays, so
-  every primitive works inside ``optax.inject_hyperparams``. Python numbers and
-  concrete arrays are validated at construction time (ValueError naming the
-  argument and value); traced values cannot be and are not.
+  every primitive works inside ``optax.inject_hyperparams`` and under
+  ``jax.vmap`` over stacked hyperparameters. Python numbers and concrete
+  arrays (every element) are validated at construction time (ValueError naming
+  the argument and value); traced values cannot be and are not.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from flaxopt.optim._utils import ScalarLike
+from flaxopt.optim._utils import ScalarOrSchedule
+from flaxopt.optim._utils import check_decay
+from flaxopt.optim._utils import check_in_range
+from flaxopt.optim._utils import check_nonneg
+from flaxopt.optim._utils import compute_dtype
+from flaxopt.optim._utils import tree_map_none
+from flaxopt.optim._utils import tree_unzip
 
 __all__ = [
     "scale_by_learning_rate",
@@ -53,71 +63,13 @@ __all__ = [
     "scale_by_adafactor",
 ]
 
-ScalarLike = Any  # float, or a 0-d array (e.g. from optax.inject_hyperparams).
-
-
 # ----------------------------------------------------------------------------
-# Argument checks (trace-time, Python numbers and concrete arrays only).
+# Per-leaf helpers (argument checks, dtype rule and tree maps: ``_utils``).
 # ----------------------------------------------------------------------------
-
-
-def _concrete(value: Any) -> Optional[float]:
-  """``float(value)`` for Python numbers and concrete 0-d arrays, else None."""
-  try:
-    return float(value)
-  except (TypeError, ValueError):  # Tracers raise ConcretizationTypeError.
-    return None
-
-
-def check_in_range(name: str, value: Any, low: float, high: float, *,
-                   low_open: bool = False, high_open: bool = True) -> None:
-  """Raises ValueError naming ``name`` if a concrete ``value`` is out of range."""
-  v = _concrete(value)
-  if v is None:
-    return
-  ok_low = v > low if low_open else v >= low
-  ok_high = v < high if high_open else v <= high
-  if not (ok_low and ok_high):
-    lo = "(" if low_open else "["
-    hi = ")" if high_open else "]"
-    hint = ""
-    if getattr(value, "dtype", None) in (jnp.bfloat16, jnp.float16):
-      hint = (" (rounded to half precision: under optax.inject_hyperparams with "
-              "half-precision params, pass hyperparam_dtype=jnp.float32)")
-    raise ValueError(f"{name} must be in {lo}{low}, {high}{hi}, got {value!r}{hint}.")
-
-
-def _check_nonneg(name: str, value: Any) -> None:
-  check_in_range(name, value, 0.0, float("inf"))
-
-
-def _check_beta(name: str, value: Any) -> None:
-  check_in_range(name, value, 0.0, 1.0)
-
-
-# ----------------------------------------------------------------------------
-# Per-leaf helpers.
-# ----------------------------------------------------------------------------
-
-
-def _map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
-  """``jax.tree.map`` over ``tree``; None leaves pass through as None."""
-  return jax.tree.map(
-      lambda x, *r: None if x is None else fn(x, *r),
-      tree, *rest, is_leaf=lambda x: x is None)
-
-
-def _unzip(out: Any, like: Any, n: int) -> tuple[Any, ...]:
-  """Splits a tree (shaped like ``like``) of n-tuples into n trees."""
-  return tuple(_map(lambda _, o, i=i: o[i], like, out) for i in range(n))
-
-
-def _compute_dtype(x: jax.Array) -> jnp.dtype:
-  return jnp.promote_types(x.dtype, jnp.float32)
 
 
 def _zeros(params: Any) -> Any:
-  return _map(jnp.zeros_like, params)
+  return tree_map_none(jnp.zeros_like, params)
 
 
 def _count() -> jax.Array:
@@ -125,8 +77,13 @@ def _count() -> jax.Array:
 
 
 def _bias_correction(decay: ScalarLike, count: jax.Array, dtype) -> jax.Array:
-  """``1 - decay**t`` computed in ``dtype``."""
-  return 1 - jnp.asarray(decay, dtype) ** count.astype(dtype)
+  """``1 - decay**t`` computed in ``dtype`` as ``-expm1(t log(decay))``.
+
+  The same number without the cancellation of ``1 - decay**t`` for ``decay`` near 1
+  (e.g. ``b2 = 0.999``: a one-ulp error in ``decay**t`` was a 3e-5 relative error in
+  float32), so the result no longer depends on how XLA evaluates the power.
+  """
+  return -jnp.expm1(count.astype(dtype) * jnp.log(jnp.asarray(decay, dtype)))
 
 
 def _ema(decay: ScalarLike, moment: jax.Array, value: jax.Array) -> jax.Array:
@@ -144,7 +101,7 @@ def _rsqrt_eps(v: jax.Array, eps: ScalarLike, eps_root: ScalarLike) -> jax.Array
 # ----------------------------------------------------------------------------
 
 
-def scale_by_learning_rate(learning_rate: Any) -> optax.GradientTransformation:
+def scale_by_learning_rate(learning_rate: ScalarOrSchedule) -> optax.GradientTransformation:
   r"""Descent step: ``u -> -lr_t u``, returned in the dtype of ``u``.
 
   Same math and state as ``optax.scale_by_learning_rate`` (a
@@ -160,7 +117,7 @@ def scale_by_learning_rate(learning_rate: Any) -> optax.GradientTransformation:
     An ``optax.GradientTransformation``.
   """
   def scale(updates, lr):
-    return _map(lambda u: (u * -lr).astype(u.dtype), updates)
+    return tree_map_none(lambda u: (u * -lr).astype(u.dtype), updates)
 
   if callable(learning_rate):
     def init_fn(params):
@@ -193,7 +150,7 @@ class ScaleByMomentumState(NamedTuple):
 
 def _velocity_transform(momentum: ScalarLike, nesterov: bool
                         ) -> optax.GradientTransformation:
-  _check_beta("momentum", momentum)
+  check_decay("momentum", momentum)
 
   def init_fn(params):
     return ScaleByMomentumState(velocity=_zeros(params))
@@ -202,13 +159,13 @@ def _velocity_transform(momentum: ScalarLike, nesterov: bool
     del params
 
     def leaf(g, v, dtype):
-      g = g.astype(_compute_dtype(g))
+      g = g.astype(compute_dtype(g))
       v = momentum * v.astype(g.dtype) + g
       u = g + momentum * v if nesterov else v
       return u.astype(dtype), v.astype(dtype)
 
-    out = _map(lambda g, v: leaf(g, v, g.dtype), updates, state.velocity)
-    u, v = _unzip(out, updates, 2)
+    out = tree_map_none(lambda g, v: leaf(g, v, g.dtype), updates, state.velocity)
+    u, v = tree_unzip(out, updates, 2)
     return u, ScaleByMomentumState(velocity=v)
 
   return optax.GradientTransformation(init_fn, update_fn)
@@ -288,24 +245,24 @@ def scale_by_adagrad(initial_accumulator_value: ScalarLike = 0.0,
   Reference: Duchi, Hazan & Singer, "Adaptive Subgradient Methods for Online
   Learning and Stochastic Optimization", JMLR 2011.
   """
-  _check_nonneg("initial_accumulator_value", initial_accumulator_value)
-  _check_nonneg("eps", eps)
-  _check_nonneg("eps_root", eps_root)
+  check_nonneg("initial_accumulator_value", initial_accumulator_value)
+  check_nonneg("eps", eps)
+  check_nonneg("eps_root", eps_root)
 
   def init_fn(params):
-    return ScaleByAdagradState(sum_of_squares=_map(
+    return ScaleByAdagradState(sum_of_squares=tree_map_none(
         lambda p: jnp.full_like(p, initial_accumulator_value), params))
 
   def update_fn(updates, state, params=None):
     del params
 
     def leaf(g, s):
-      g32 = g.astype(_compute_dtype(g))
+      g32 = g.astype(compute_dtype(g))
       s = s.astype(g32.dtype) + g32 * g32
       return (g32 * _rsqrt_eps(s, eps, eps_root)).astype(g.dtype), s.astype(g.dtype)
 
-    out = _map(leaf, updates, state.sum_of_squares)
-    u, s = _unzip(out, updates, 2)
+    out = tree_map_none(leaf, updates, state.sum_of_squares)
+    u, s = tree_unzip(out, updates, 2)
     return u, ScaleByAdagradState(sum_of_squares=s)
 
   return optax.GradientTransformation(init_fn, update_fn)
@@ -341,8 +298,8 @@ def scale_by_adadelta(rho: ScalarLike = 0.9,
 
   Reference: Zeiler, "ADADELTA: An Adaptive Learning Rate Method", 2012.
   """
-  _check_beta("rho", rho)
-  _check_nonneg("eps", eps)
+  check_decay("rho", rho)
+  check_nonneg("eps", eps)
 
   def init_fn(params):
     return ScaleByAdadeltaState(square_avg=_zeros(params), acc_delta=_zeros(params))
@@ -351,14 +308,14 @@ def scale_by_adadelta(rho: ScalarLike = 0.9,
     del params
 
     def leaf(g, sq, acc):
-      g32 = g.astype(_compute_dtype(g))
+      g32 = g.astype(compute_dtype(g))
       sq = _ema(rho, sq, g32 * g32)
       delta = jnp.sqrt(acc.astype(g32.dtype) + eps) / jnp.sqrt(sq + eps) * g32
       acc = _ema(rho, acc, delta * delta)
       return delta.astype(g.dtype), sq.astype(g.dtype), acc.astype(g.dtype)
 
-    out = _map(leaf, updates, state.square_avg, state.acc_delta)
-    u, sq, acc = _unzip(out, updates, 3)
+    out = tree_map_none(leaf, updates, state.square_avg, state.acc_delta)
+    u, sq, acc = tree_unzip(out, updates, 3)
     return u, ScaleByAdadeltaState(square_avg=sq, acc_delta=acc)
 
   return optax.GradientTransformation(init_fn, update_fn)
@@ -414,11 +371,11 @@ def scale_by_rmsprop(decay: ScalarLike = 0.99,
   Networks for Machine Learning, 2012; Graves, "Generating Sequences With
   Recurrent Neural Networks", 2013 (centered form).
   """
-  _check_beta("decay", decay)
-  _check_nonneg("eps", eps)
-  _check_nonneg("eps_root", eps_root)
+  check_decay("decay", decay)
+  check_nonneg("eps", eps)
+  check_nonneg("eps_root", eps_root)
   if momentum is not None:
-    _check_beta("momentum", momentum)
+    check_decay("momentum", momentum)
 
   def init_fn(params):
     return ScaleByRmspropState(
@@ -434,7 +391,7 @@ def scale_by_rmsprop(decay: ScalarLike = 0.99,
     buf = state.momentum_buffer if momentum is not None else updates
 
     def leaf(g, nu, m, b):
-      g32 = g.astype(_compute_dtype(g))
+      g32 = g.astype(compute_dtype(g))
       nu = _ema(decay, nu, g32 * g32)
       bc = _bias_correction(decay, count, g32.dtype) if bias_correction else 1
       var = nu / bc
@@ -447,8 +404,8 @@ def scale_by_rmsprop(decay: ScalarLike = 0.99,
         u = b
       return u.astype(g.dtype), nu.astype(g.dtype), m.astype(g.dtype), b.astype(g.dtype)
 
-    out = _map(leaf, updates, state.nu, grad_avg, buf)
-    u, nu, m, b = _unzip(out, updates, 4)
+    out = tree_map_none(leaf, updates, state.nu, grad_avg, buf)
+    u, nu, m, b = tree_unzip(out, updates, 4)
     return u, ScaleByRmspropState(
         count=count, nu=nu, grad_avg=m if centered else None,
         momentum_buffer=b if momentum is not None else None)
@@ -469,10 +426,10 @@ class ScaleByAdamState(NamedTuple):
 
 
 def _check_adam_args(b1, b2, eps, eps_root=0.0) -> None:
-  _check_beta("b1", b1)
-  _check_beta("b2", b2)
-  _check_nonneg("eps", eps)
-  _check_nonneg("eps_root", eps_root)
+  check_decay("b1", b1)
+  check_decay("b2", b2)
+  check_nonneg("eps", eps)
+  check_nonneg("eps_root", eps_root)
 
 
 def scale_by_adam(b1: ScalarLike = 0.9,
@@ -510,7 +467,7 @@ def scale_by_adam(b1: ScalarLike = 0.9,
     count = optax.safe_int32_increment(state.count)
 
     def leaf(g, m, v):
-      g32 = g.astype(_compute_dtype(g))
+      g32 = g.astype(compute_dtype(g))
       m = _ema(b1, m, g32)
       v = _ema(b2, v, g32 * g32)
       if bias_correction:
@@ -521,8 +478,8 @@ def scale_by_adam(b1: ScalarLike = 0.9,
       u = m_hat * _rsqrt_eps(v_hat, eps, eps_root)
       return u.astype(g.dtype), m.astype(g.dtype), v.astype(g.dtype)
 
-    out = _map(leaf, updates, state.mu, state.nu)
-    u, m, v = _unzip(out, updates, 3)
+    out = tree_map_none(leaf, updates, state.mu, state.nu)
+    u, m, v = tree_unzip(out, updates, 3)
     return u, ScaleByAdamState(count=count, mu=m, nu=v)
 
   return optax.GradientTransformation(init_fn, update_fn)
@@ -558,14 +515,14 @@ def scale_by_adamax(b1: ScalarLike = 0.9,
     count = optax.safe_int32_increment(state.count)
 
     def leaf(g, m, u):
-      g32 = g.astype(_compute_dtype(g))
+      g32 = g.astype(compute_dtype(g))
       m = _ema(b1, m, g32)
       u = jnp.maximum(b2 * u.astype(g32.dtype), jnp.abs(g32) + eps)
       step = m / _bias_correction(b1, count, g32.dtype) / u
       return step.astype(g.dtype), m.astype(g.dtype), u.astype(g.dtype)
 
-    out = _map(leaf, updates, state.mu, state.nu)
-    u, m, v = _unzip(out, updates, 3)
+    out = tree_map_none(leaf, updates, state.mu, state.nu)
+    u, m, v = tree_unzip(out, updates, 3)
     return u, ScaleByAdamState(count=count, mu=m, nu=v)
 
   return optax.GradientTransformation(init_fn, update_fn)
@@ -618,7 +575,7 @@ def scale_by_amsgrad(b1: ScalarLike = 0.9,
     count = optax.safe_int32_increment(state.count)
 
     def leaf(g, m, v, vmax):
-      g32 = g.astype(_compute_dtype(g))
+      g32 = g.astype(compute_dtype(g))
       m = _ema(b1, m, g32)
       v = _ema(b2, v, g32 * g32)
       bc2 = _bias_correction(b2, count, g32.dtype)
@@ -632,8 +589,8 @@ def scale_by_amsgrad(b1: ScalarLike = 0.9,
       u = m_hat * _rsqrt_eps(v_hat, eps, eps_root)
       return tuple(x.astype(g.dtype) for x in (u, m, v, vmax))
 
-    out = _map(leaf, updates, state.mu, state.nu, state.nu_max)
-    u, m, v, vmax = _unzip(out, updates, 4)
+    out = tree_map_none(leaf, updates, state.mu, state.nu, state.nu_max)
+    u, m, v, vmax = tree_unzip(out, updates, 4)
     return u, ScaleByAmsgradState(count=count, mu=m, nu=v, nu_max=vmax)
 
   return optax.GradientTransformation(init_fn, update_fn)
@@ -650,10 +607,6 @@ class ScaleByNadamState(NamedTuple):
   mu_product: jax.Array
   mu: Any
   nu: Any
-
-
-def _scalar_dtype(params: Any) -> jnp.dtype:
-  return jnp.promote_types(optax.tree.dtype(params, "highest"), jnp.float32)
 
 
 def scale_by_nadam(b1: ScalarLike = 0.9,
@@ -687,11 +640,11 @@ def scale_by_nadam(b1: ScalarLike = 0.9,
   workshop.
   """
   _check_adam_args(b1, b2, eps, eps_root)
-  _check_nonneg("momentum_decay", momentum_decay)
+  check_nonneg("momentum_decay", momentum_decay)
 
   def init_fn(params):
     return ScaleByNadamState(
-        count=_count(), mu_product=jnp.ones([], _scalar_dtype(params)),
+        count=_count(), mu_product=jnp.ones([], compute_dtype(params)),
         mu=_zeros(params), nu=_zeros(params))
 
   def update_fn(updates, state, params=None):
@@ -709,15 +662,15 @@ def scale_by_nadam(b1: ScalarLike = 0.9,
     coef_m = mu_next / (1 - mu_product * mu_next)
 
     def leaf(g, m, v):
-      g32 = g.astype(_compute_dtype(g))
+      g32 = g.astype(compute_dtype(g))
       m = _ema(b1, m, g32)
       v = _ema(b2, v, g32 * g32)
       inv_d = _rsqrt_eps(v / _bias_correction(b2, count, g32.dtype), eps, eps_root)
       u = (coef_g.astype(g32.dtype) * g32 + coef_m.astype(g32.dtype) * m) * inv_d
       return u.astype(g.dtype), m.astype(g.dtype), v.astype(g.dtype)
 
-    out = _map(leaf, updates, state.mu, state.nu)
-    u, m, v = _unzip(out, updates, 3)
+    out = tree_map_none(leaf, updates, state.mu, state.nu)
+    u, m, v = tree_unzip(out, updates, 3)
     return u, ScaleByNadamState(count=count, mu_product=mu_product, mu=m, nu=v)
 
   return optax.GradientTransformation(init_fn, update_fn)
@@ -796,9 +749,9 @@ def scale_by_adafactor(decay_rate: ScalarLike = 0.8,
     check_in_range("clipping_threshold", clipping_threshold, 0.0, float("inf"),
                    low_open=True)
   if beta1 is not None:
-    _check_beta("beta1", beta1)
-  _check_nonneg("eps1", eps1)
-  _check_nonneg("eps2", eps2)
+    check_decay("beta1", beta1)
+  check_nonneg("eps1", eps1)
+  check_nonneg("eps2", eps2)
 
   def init_fn(params):
     def placeholder(p):
@@ -816,8 +769,8 @@ def scale_by_adafactor(decay_rate: ScalarLike = 0.8,
       return placeholder(p) if _is_factored(p, factored) else jnp.zeros_like(p)
 
     return ScaleByAdafactorState(
-        count=_count(), v_row=_map(v_row, params), v_col=_map(v_col, params),
-        v=_map(v, params), m=_zeros(params) if beta1 is not None else None)
+        count=_count(), v_row=tree_map_none(v_row, params), v_col=tree_map_none(v_col, params),
+        v=tree_map_none(v, params), m=_zeros(params) if beta1 is not None else None)
 
   def update_fn(updates, state, params=None):
     if multiply_by_parameter_scale and params is None:
@@ -828,7 +781,7 @@ def scale_by_adafactor(decay_rate: ScalarLike = 0.8,
     p_tree = params if multiply_by_parameter_scale else updates
 
     def leaf(g, r, c, v, m, p):
-      dt = _compute_dtype(g)
+      dt = compute_dtype(g)
       g32 = g.astype(dt)
       b_t = 1 - count.astype(dt) ** (-jnp.asarray(decay_rate, dt))
       g2 = g32 * g32 + eps1
@@ -849,8 +802,8 @@ def scale_by_adafactor(decay_rate: ScalarLike = 0.8,
         u = m
       return tuple(x.astype(g.dtype) for x in (u, r, c, v, m))
 
-    out = _map(leaf, updates, state.v_row, state.v_col, state.v, m_state, p_tree)
-    u, r, c, v, m = _unzip(out, updates, 5)
+    out = tree_map_none(leaf, updates, state.v_row, state.v_col, state.v, m_state, p_tree)
+    u, r, c, v, m = tree_unzip(out, updates, 5)
     return u, ScaleByAdafactorState(
         count=count, v_row=r, v_col=c, v=v, m=m if beta1 is not None else None)
 

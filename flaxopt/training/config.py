@@ -182,7 +182,7 @@ LOOP_FIELDS: Mapping[str, Field] = {
                                 doc="constant | cosine | warmup_cosine"),
     "optimizer.warmup_steps": _count(0, low=0),
     "regularizer.l1": Field(float, 0.0, low=0.0, doc="loss += l1 * sum |w|"),
-    "regularizer.l2": Field(float, 0.0, low=0.0, doc="weight decay; see training/steps.py"),
+    "regularizer.l2": Field(float, 0.0, low=0.0, doc="loss += 0.5 * l2 * sum w**2 (gradient + l2 * w = PyTorch's weight_decay)"),
     "init.num_examples": _count(1000, low=0, doc="training examples LSUV / RBM see"),
     "init.pretrain": Field(str, "none", choices=lambda: tuple(_init_lib().PRETRAIN),
                            doc="none | rbm (MLP hidden layers)"),
@@ -441,12 +441,9 @@ def _check_augment(config: Mapping[str, Any]) -> None:
   valid = F.augment_defaults()
   for op in [o.strip() for o in ops_text.split(",") if o.strip()]:
     try:
-      registry.check("regularizer", op)
+      registry.check("augment", op)
     except ValueError as e:
       raise _error("augment.ops", ops_text, str(e)) from None
-    if op not in valid:
-      raise _error("augment.ops", ops_text, f"{op!r} is not an augmentation; valid: "
-                                            f"{', '.join(sorted(valid))}")
   for op in valid:
     section = config["augment"].get(op) or {}
     if "low" in section and "high" in section and section["low"] > section["high"]:

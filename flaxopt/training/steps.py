@@ -1,11 +1,11 @@
 """Pure train and eval steps: softmax cross-entropy, optional L1/L2 penalties, any optax tx.
 
-Regularization is loss-based: ``loss = CE + l1 * sum|w| + l2 * sum w**2`` over every
+Regularization is loss-based: ``loss = CE + l1 * sum|w| + l2 / 2 * sum w**2`` over every
 parameter (biases and norm scales included), so the penalty is part of ``value`` and
 ``value_fn`` and second-order methods and line searches see the objective they minimise.
-Note ``l2`` multiplies ``sum w**2`` (gradient ``2 * l2 * w``): PyTorch's
-``weight_decay=wd`` (gradient ``wd * w``) corresponds to ``l2 = wd / 2``; the decoupled
-transforms ``optim.add_l1/add_l2`` remain available as optimizers in a chain.
+``l2`` follows the 1/2 convention (flax's imagenet example, init2winit): the gradient gains
+``l2 * w``, as with ``optim.add_l2(l2)`` chained before the optimizer and with PyTorch's
+``weight_decay=l2``.
 """
 
 from __future__ import annotations
@@ -42,14 +42,18 @@ def step_rngs(rng: jax.Array, step: jax.Array, axis_name: Optional[str] = None) 
   return {**dict(zip(RNG_STREAMS, keys[:-1])), "augment": keys[-1]}
 
 
-def regularized_loss(params: Any, l1: float = 0.0, l2: float = 0.0) -> jax.Array:
-  """``l1 * F.l1_penalty(params) + l2 * F.l2_penalty(params)`` (terms with weight 0 skipped)."""
+def regularized_loss(params: Any, l1: Any = 0.0, l2: Any = 0.0) -> jax.Array:
+  """``l1 * F.l1_penalty(params) + l2 / 2 * F.l2_penalty(params)``.
+
+  Its gradient is ``l1 * sign(w) + l2 * w``. A term whose weight is a Python 0 is skipped;
+  array weights (traced, e.g. stacked runs) are always applied.
+  """
   import flaxopt.functional as F  # pylint: disable=g-import-not-at-top
   total = jnp.zeros((), jnp.float32)
-  if l1:
+  if isinstance(l1, jax.Array) or l1:
     total = total + l1 * F.l1_penalty(params)
-  if l2:
-    total = total + l2 * F.l2_penalty(params)
+  if isinstance(l2, jax.Array) or l2:
+    total = total + 0.5 * l2 * F.l2_penalty(params)
   return total
 
 

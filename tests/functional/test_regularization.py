@@ -157,15 +157,15 @@ class RegistryTest(parameterized.TestCase):
   @parameterized.named_parameters(*_MASK_OPS)
   def test_mask_entries_bind_rate(self, op):
     x, key = jnp.arange(1.0, 9.0), jax.random.PRNGKey(0)
-    fn = registry.get("regularizer", op.__name__, rate=0.5)
+    fn = registry.get("dropout", op.__name__, rate=0.5)
     chex.assert_trees_all_equal(fn(x, key), op(x, 0.5, key))
     self.assertIs(fn(x, None, deterministic=True), x)
     with pytest.raises(ValueError, match="rate"):
-      registry.get("regularizer", op.__name__, rate=1.0)
+      registry.get("dropout", op.__name__, rate=1.0)
 
   @parameterized.parameters("l1", "l2")
   def test_penalty_entries_are_optax_transforms(self, name):
-    tx = registry.get("regularizer", name, weight=0.1)
+    tx = registry.get("penalty", name, weight=0.1)
     self.assertIsInstance(tx, optax.GradientTransformation)
     with pytest.raises(ValueError, match="weight"):
-      registry.get("regularizer", name, weight=-0.1)
+      registry.get("penalty", name, weight=-0.1)

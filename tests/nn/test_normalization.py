@@ -127,6 +127,28 @@ def test_pmap_batch_norm_equals_global_batch(counts):
     assert np.abs(mean_of_means - real.mean(0)).max() > 0.1
 
 
+def test_init_does_not_reduce_across_the_mapped_axis():
+  """As in flax, init uses the local batch only: it runs outside any mapped axis, and under
+  a mapped axis each member's init output is its own local normalization, while apply
+  (training) uses the statistics of all members."""
+  x = np.stack(_batches(2, (6, 5), seed=6))  # the members differ in mean and scale
+  module = fnn.BatchNorm(axis_name="batch")
+  y_init, variables = module.init_with_output(KEY, x[0], use_running_average=False)
+  local = lambda b: (b - b.mean(0)) / np.sqrt(b.var(0) + EPS)
+  chex.assert_trees_all_close(y_init, local(x[0]), atol=1e-5)
+  chex.assert_trees_all_equal(variables, fnn.BatchNorm().init(KEY, x[0],
+                                                              use_running_average=False))
+  y_inits, _ = jax.jit(jax.vmap(
+      lambda b: module.init_with_output(KEY, b, use_running_average=False),
+      axis_name="batch"))(x)
+  for m in range(2):
+    chex.assert_trees_all_close(y_inits[m], local(x[m]), atol=1e-5)
+  y_train, _ = jax.jit(jax.vmap(lambda b: _train_step(module, variables, b),
+                                axis_name="batch"))(x)
+  chex.assert_trees_all_close(np.asarray(y_train).reshape(12, 5),
+                              local(x.reshape(12, 5)), atol=1e-5)
+
+
 @pytest.mark.multidevice
 @pytest.mark.timeout(120)
 def test_jit_with_sharded_batch_is_global_without_axis_name():

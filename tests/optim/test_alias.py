@@ -7,6 +7,7 @@ optimizer to ``alias.REGISTRY`` without a case here fails ``test_table_covers_re
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any
 
 import chex
@@ -371,3 +372,80 @@ def test_defaults_differ_from_optax_where_documented() -> None:
     want, _ = _run_updates(theirs, params, grads, jit=False)
     trajectory = lambda updates: np.stack([u["w"] for u in updates])
     assert not np.allclose(trajectory(got), trajectory(want), rtol=1e-2)
+
+
+# Stacked runs (a leading "member" axis, as the sweep engine trains them): every float
+# hyperparameter enters as a traced value. Three per-member values for each.
+MEMBER_VALUES = {
+    "learning_rate": (1e-2, 3e-3, 3e-2),
+    "momentum": (0.9, 0.5, 0.1),
+    "initial_accumulator_value": (0.0, 0.1, 1.0),
+    "eps": (1e-8, 1e-4, 1e-2),
+    "eps_root": (0.0, 1e-6, 1e-3),
+    "rho": (0.9, 0.95, 0.5),
+    "decay": (0.99, 0.9, 0.5),
+    "b1": (0.9, 0.8, 0.6),
+    "b2": (0.999, 0.99, 0.9),
+    "momentum_decay": (4e-3, 1e-2, 0.1),
+    "decay_rate": (0.8, 0.5, 1.0),
+    "clipping_threshold": (1.0, 0.5, 2.0),
+    "beta1": (0.9, 0.6, 0.1),
+    "eps1": (1e-30, 1e-10, 1e-3),
+    "eps2": (1e-3, 1e-2, 0.1),
+}
+
+
+def _float_hyperparameters(case: Case) -> list[str]:
+  """learning_rate and every argument of the case whose value is a float (not a bool or None)."""
+  params = inspect.signature(alias.REGISTRY[case.name]).parameters
+  return [n for n, p in params.items() if n == "learning_rate"
+          or isinstance(case.kwargs.get(n, p.default), float)]
+
+
+def test_member_values_cover_every_float_hyperparameter() -> None:
+  for case in CASES:
+    assert set(_float_hyperparameters(case)) <= set(MEMBER_VALUES), case
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_stacked_hyperparameters_match_solo_runs(case: Case) -> None:
+  """vmap over 3 members of ``inject_hyperparams(opt)`` with traced per-member values gives
+  each member the updates of the unvmapped optimizer built with its values (float32)."""
+  names = _float_hyperparameters(case)
+  members = [{n: jnp.float32(MEMBER_VALUES[n][m]) for n in names} for m in range(3)]
+  stacked = {n: jnp.stack([hp[n] for hp in members]) for n in names}
+  fixed = {k: v for k, v in case.kwargs.items() if k not in names}
+  make = optax.inject_hyperparams(alias.REGISTRY[case.name])
+  params, grads = _small_problem()
+
+  @jax.jit
+  @jax.vmap
+  def stacked_run(hps):
+    return _run_updates(make(**fixed, **hps), params, grads, jit=False)[0]
+
+  got = stacked_run(stacked)
+  for m, hps in enumerate(members):
+    want, _ = _run_updates(case.make(**{**fixed, **hps}), params, grads, jit=False)
+    chex.assert_trees_all_close(jax.tree.map(lambda x, m=m: x[m], got), want, rtol=1e-6)
+
+
+def test_traced_explicit_arguments_match_solo_runs() -> None:
+  """The constructors themselves take traced values (no inject_hyperparams)."""
+  params, grads = _small_problem()
+  names = ("learning_rate", "b1", "b2", "eps")
+  stacked = {n: jnp.asarray(MEMBER_VALUES[n], jnp.float32) for n in names}
+  got = jax.jit(jax.vmap(lambda hps: _run_updates(alias.adam(**hps), params, grads,
+                                                  jit=False)[0]))(stacked)
+  for m in range(3):
+    want, _ = _run_updates(alias.adam(**{n: v[m] for n, v in stacked.items()}), params, grads,
+                           jit=False)
+    chex.assert_trees_all_close(jax.tree.map(lambda x, m=m: x[m], got), want, rtol=1e-6)
+
+
+def test_stacked_concrete_values_are_validated_before_tracing() -> None:
+  """Every member of a concrete stacked value is checked; traced values are not compared."""
+  with pytest.raises(ValueError, match=r"b1 must be in \[0.0, 1.0\)"):
+    alias.adam(1e-3, b1=jnp.array([0.9, 1.5, 0.5]))
+  with pytest.raises(ValueError, match="learning_rate"):
+    alias.sgd(np.array([1e-2, -1e-2]))
+  jax.jit(lambda b1: alias.adam(1e-3, b1=b1).init(jnp.zeros(2)))(jnp.float32(1.5))  # no check

@@ -1,7 +1,11 @@
 """Tests for flaxopt.optim.penalties: add_l2, add_l1 (subgradient and proximal), l1_prox."""
 
+import functools
+import os
+
 from absl.testing import parameterized
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +13,8 @@ import optax
 import sklearn.linear_model
 
 from flaxopt import optim
+from flaxopt.training import state as train_state
+from flaxopt.training import steps
 
 _PARAMS = {"w": jnp.array([[0.5, -1.5, 0.0], [2.0, -0.05, 0.3]]), "b": jnp.array([0.2, -0.4, 1.0])}
 _GRADS = {"w": jnp.array([[0.1, 0.2, -0.3], [0.0, 0.5, -0.1]]), "b": jnp.array([1.0, 1.0, -1.0])}
@@ -166,3 +172,111 @@ class LassoTest(parameterized.TestCase):
       expected = _soft_threshold(np.asarray(w), 0.5 * float(schedule(step))) - np.asarray(w)
       chex.assert_trees_all_close(got, expected, atol=1e-6)
     self.assertEqual(int(state.count), 3)
+
+
+class L2ConventionTest(parameterized.TestCase):
+  """One ``l2``: ``regularizer.l2 = a`` in the train step (loss + a/2 sum w^2),
+  ``optim.add_l2(a)`` before SGD and PyTorch's ``SGD(weight_decay=a)`` move the weights
+  alike, on softmax regression with momentum (float64, 25 steps)."""
+
+  _REF = np.load(os.path.join(os.path.dirname(__file__), "references", "sgd_weight_decay.npz"))
+
+  def _numpy_torch_sgd(self):
+    """torch.optim.SGD's documented update, transcribed in float64 NumPy:
+    ``d_p = g + weight_decay * p``; ``buf = momentum * buf + d_p`` (``buf = d_p`` at the
+    first step); ``p -= lr * buf``. ``g`` is the closed-form gradient of the mean CE."""
+    r = self._REF
+    lr, mu, wd = float(r["learning_rate"]), float(r["momentum"]), float(r["weight_decay"])
+    x, onehot = r["x"], np.eye(r["kernel0"].shape[1])[r["y"]]
+    params = [r["kernel0"].copy(), r["bias0"].copy()]
+    bufs = [None, None]
+    path = []
+    for _ in range(len(r["kernels"])):
+      logits = x @ params[0] + params[1]
+      p = np.exp(logits - logits.max(1, keepdims=True))
+      p /= p.sum(1, keepdims=True)
+      delta = (p - onehot) / len(x)
+      grads = [x.T @ delta, delta.sum(0)]
+      for i, (w, g) in enumerate(zip(params, grads)):
+        d_p = g + wd * w
+        bufs[i] = d_p.copy() if bufs[i] is None else mu * bufs[i] + d_p
+        params[i] = w - lr * bufs[i]
+      path.append([q.copy() for q in params])
+    return path
+
+  def _jax_path(self, l2, tx):
+    """Float64 loop: mean softmax CE + ``steps.regularized_loss(params, l2=l2)``, then ``tx``."""
+    r = self._REF
+    x, onehot = jnp.asarray(r["x"]), jax.nn.one_hot(r["y"], r["kernel0"].shape[1])
+
+    def loss(p):
+      ce = optax.softmax_cross_entropy(x @ p["kernel"] + p["bias"], onehot).mean()
+      return ce + steps.regularized_loss(p, l2=l2)
+
+    @jax.jit
+    def run(p):
+      def body(carry, _):
+        p, opt_state = carry
+        updates, opt_state = tx.update(jax.grad(loss)(p), opt_state, p)
+        p = optax.apply_updates(p, updates)
+        return (p, opt_state), [p["kernel"], p["bias"]]
+      return jax.lax.scan(body, (p, tx.init(p)), length=len(r["kernels"]))[1]
+
+    kernels, biases = run({"kernel": jnp.asarray(r["kernel0"]), "bias": jnp.asarray(r["bias0"])})
+    return [[np.asarray(k), np.asarray(b)] for k, b in zip(kernels, biases)]
+
+  def _train_step_path(self, l2, tx):
+    """The real ``steps.train_step`` (its cross-entropy runs in float32) on a flax Dense."""
+    r = self._REF
+    k = r["kernel0"].shape[1]
+    model = nn.Dense(k)
+
+    def apply_fn(variables, x, train=False, **kwargs):
+      del train
+      return model.apply(variables, x, **kwargs)
+
+    params = {"params": {"kernel": jnp.asarray(r["kernel0"]), "bias": jnp.asarray(r["bias0"])}}
+    state = train_state.create_train_state(params, tx, jax.random.PRNGKey(0))
+    batch = {"x": jnp.asarray(r["x"]), "y": jnp.asarray(r["y"])}
+    step = jax.jit(functools.partial(steps.train_step, apply_fn=apply_fn, tx=tx,
+                                     num_classes=k, l2=l2))
+    path = []
+    for _ in range(len(r["kernels"])):
+      state, _ = step(state, batch)
+      path.append([np.asarray(state.params["kernel"]), np.asarray(state.params["bias"])])
+    return path
+
+  def _assert_paths_close(self, paths, want, **tol):
+    for name, path in paths.items():
+      for t, (got, ref) in enumerate(zip(path, want)):
+        for g, w in zip(got, ref):
+          np.testing.assert_allclose(g, w, err_msg=f"{name} step {t}", **tol)
+
+  def test_loss_l2_add_l2_and_torch_weight_decay_agree_float64(self):
+    r = self._REF
+    lr, mu, wd = float(r["learning_rate"]), float(r["momentum"]), float(r["weight_decay"])
+    torch_path = [[kern, bias] for kern, bias in zip(r["kernels"], r["biases"])]
+    with jax.enable_x64(True):
+      paths = {
+          "numpy transcription": self._numpy_torch_sgd(),
+          "loss + l2/2 sum w^2": self._jax_path(wd, optim.momentum(lr, mu)),
+          "add_l2 before SGD": self._jax_path(
+              0.0, optax.chain(optim.add_l2(wd), optim.momentum(lr, mu))),
+      }
+      no_decay = self._jax_path(0.0, optim.momentum(lr, mu))
+    self._assert_paths_close(paths, torch_path, rtol=1e-10, atol=1e-12)
+    # The decay matters at this scale: without it the weights end elsewhere.
+    self.assertGreater(np.abs(no_decay[-1][0] - torch_path[-1][0]).max(), 1e-2)
+
+  def test_train_step_l2_equals_add_l2_and_torch(self):
+    r = self._REF
+    lr, mu, wd = float(r["learning_rate"]), float(r["momentum"]), float(r["weight_decay"])
+    torch_path = [[kern, bias] for kern, bias in zip(r["kernels"], r["biases"])]
+    with jax.enable_x64(True):
+      loss_path = self._train_step_path(wd, optim.momentum(lr, mu))
+      chain_path = self._train_step_path(
+          0.0, optax.chain(optim.add_l2(wd), optim.momentum(lr, mu)))
+    self._assert_paths_close({"train_step l2 vs add_l2": loss_path}, chain_path,
+                             rtol=1e-12, atol=1e-14)
+    self._assert_paths_close({"train_step l2 vs torch": loss_path}, torch_path,
+                             rtol=1e-6, atol=1e-7)

@@ -39,21 +39,23 @@ def _minimize(opt, f, x0, tol=1e-5, max_iters=200):
   return x, max_iters, evals
 
 
-# (name, constructor, kwargs, (min, max) iterations from (-1.2, 1) to ||grad|| <= 1e-5).
-# Nocedal & Wright (2006, Section 3.5 / 6.1) report 21 iterations for Newton with a
-# backtracking search and 34 for BFGS on this problem; we measure exactly 21 and 34.
+# (name, constructor, kwargs, (min, max) iterations, inclusive, from (-1.2, 1) to
+# ||grad|| <= 1e-5). Nocedal & Wright (2006, Section 3.5 / 6.1) report 21 iterations for
+# Newton with a backtracking search and 34 for BFGS on this problem: both are pinned exactly
+# (float64, deterministic). The others are measured (newton_exact_wolfe 21, newton_cg 21,
+# newton_cg_forcing 63, lbfgs 34, cg fr/pr/prp+/hs/dy 53/33/35/35/53) and kept in bands.
 ROSENBROCK_CASES = (
-    ("newton", so.newton, {}, (15, 30)),
-    ("newton_exact_wolfe", so.newton, {"method": "exact", "linesearch": "wolfe"}, (15, 30)),
-    ("newton_cg", so.newton_cg, {"cg_tol": 1e-10}, (15, 30)),
-    ("newton_cg_forcing", so.newton_cg, {}, (15, 100)),
-    ("bfgs", so.bfgs, {}, (25, 45)),
-    ("lbfgs", so.lbfgs, {"memory_size": 5}, (20, 50)),
-    ("cg_fr", so.conjugate_gradient, {"beta": "fr"}, (20, 120)),
-    ("cg_pr", so.conjugate_gradient, {"beta": "pr"}, (20, 120)),
-    ("cg_prp+", so.conjugate_gradient, {"beta": "prp+"}, (20, 120)),
-    ("cg_hs", so.conjugate_gradient, {"beta": "hs"}, (20, 120)),
-    ("cg_dy", so.conjugate_gradient, {"beta": "dy"}, (20, 120)),
+    ("newton", so.newton, {}, (21, 21)),
+    ("newton_exact_wolfe", so.newton, {"method": "exact", "linesearch": "wolfe"}, (15, 29)),
+    ("newton_cg", so.newton_cg, {"cg_tol": 1e-10}, (15, 29)),
+    ("newton_cg_forcing", so.newton_cg, {}, (15, 99)),
+    ("bfgs", so.bfgs, {}, (34, 34)),
+    ("lbfgs", so.lbfgs, {"memory_size": 5}, (20, 49)),
+    ("cg_fr", so.conjugate_gradient, {"beta": "fr"}, (20, 119)),
+    ("cg_pr", so.conjugate_gradient, {"beta": "pr"}, (20, 119)),
+    ("cg_prp+", so.conjugate_gradient, {"beta": "prp+"}, (20, 119)),
+    ("cg_hs", so.conjugate_gradient, {"beta": "hs"}, (20, 119)),
+    ("cg_dy", so.conjugate_gradient, {"beta": "dy"}, (20, 119)),
 )
 
 
@@ -63,8 +65,8 @@ class RosenbrockTest(parameterized.TestCase):
   def test_converges_to_one_one(self, ctor, kwargs, band):
     with jax.enable_x64(True):
       x, iters, _ = _minimize(ctor(**kwargs), rosenbrock, jnp.array([-1.2, 1.0]),
-                              max_iters=band[1])
-      self.assertBetween(iters, band[0], band[1] - 1)
+                              max_iters=band[1] + 1)
+      self.assertBetween(iters, band[0], band[1])
       chex.assert_trees_all_close(x, jnp.ones(2), atol=1e-4)
 
 
@@ -165,6 +167,36 @@ METHODS = (
     ("lbfgs", so.lbfgs, {"memory_size": 3}),
     ("conjugate_gradient", so.conjugate_gradient, {}),
 )
+
+
+# Stacked runs (a leading "member" axis): float hyperparameters, line-search constants
+# included, enter traced per member (Newton's damping and min_shift and BFGS's min_curvature
+# trace too; one case keeps the test time down). Params float32, hyperparameters float64 (x64 on): the
+# line searches keep their loop carries in the params' compute dtype.
+STACKED = (
+    ("cg_wolfe", lambda learning_rate, increase_factor, max_step, curv_rtol:
+     so.conjugate_gradient(learning_rate, linesearch_kwargs={
+         "increase_factor": increase_factor, "max_step": max_step, "curv_rtol": curv_rtol}),
+     {"learning_rate": (1.0, 0.5, 0.8), "increase_factor": (2.0, 3.0, 1.5),
+      "max_step": (1e10, 10.0, 100.0), "curv_rtol": (0.1, 0.5, 0.3)}),
+)
+
+
+@pytest.mark.parametrize("make,values", [c[1:] for c in STACKED], ids=[c[0] for c in STACKED])
+def test_stacked_hyperparameters_match_solo_runs(make, values):
+  def run(hps):
+    x = jnp.linspace(-1.0, 1.5, 4, dtype=jnp.float32)
+    opt = make(**hps)
+    return jax.lax.fori_loop(0, 3, lambda _, c: _step(opt, _flat_problem, *c),
+                             (x, opt.init(x)))[0]
+
+  with jax.enable_x64(True):
+    got = jax.jit(jax.vmap(run))({k: jnp.asarray(v, jnp.float64) for k, v in values.items()})
+    solo = jax.jit(run)  # one compilation serves the three members' values
+    for m in range(3):
+      want = solo({k: jnp.float64(v[m]) for k, v in values.items()})
+      assert got.dtype == want.dtype == jnp.float32
+      np.testing.assert_allclose(got[m], want, rtol=1e-5, atol=1e-6)
 
 
 class PropertiesTest(chex.TestCase):

@@ -43,7 +43,7 @@ BAD_CONFIGS = [
     ({"model.norm": "group", "model.num_groups": 7}, "num_groups=7 does not divide the 16"),
     ({"model.activation": "relux"}, "model.activation='relux': Unknown activation 'relux'"),
     ({"parallel": "pjit"}, "parallel='pjit': must be one of jit, pmap"),
-    ({"augment.ops": "mixup,blur"}, "augment.ops='mixup,blur': Unknown regularizer 'blur'"),
+    ({"augment.ops": "mixup,blur"}, "augment.ops='mixup,blur': Unknown augment 'blur'"),
     ({"early_stopping.criterion": "never"}, "early_stopping.criterion='never': must be one of "
                                             "patience, gl, pq, up"),
 ]

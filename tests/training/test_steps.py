@@ -94,7 +94,7 @@ def test_loss_is_cross_entropy_plus_penalties(l1, l2):
       ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
       leaves = jax.tree.leaves(p)
       penalty = (l1 * sum(jnp.abs(w).sum() for w in leaves)
-                 + l2 * sum((w ** 2).sum() for w in leaves))
+                 + 0.5 * l2 * sum((w ** 2).sum() for w in leaves))
       return ce + penalty, ce
     return jax.value_and_grad(objective, has_aux=True)(params)
 
