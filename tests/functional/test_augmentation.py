@@ -46,7 +46,7 @@ class AugmentationPropertiesTest(chex.TestCase):
   @parameterized.named_parameters(*_named_ops())
   def test_shapes_and_dtypes_1d_2d(self, name, kw, is_1d):
     # Abstract evaluation (traces, no compilation): every dtype and layout.
-    fn = registry.get("regularizer", name, **kw)
+    fn = registry.get("augment", name, **kw)
     shapes = (_X1D, _X2D) if is_1d else (_X2D,)
     for shape, dtype in itertools.product(shapes, (jnp.float32, jnp.bfloat16, jnp.float64)):
       with jax.enable_x64(dtype == jnp.float64):
@@ -64,7 +64,7 @@ class AugmentationPropertiesTest(chex.TestCase):
   @parameterized.named_parameters(*_named_ops())
   def test_deterministic_per_key_and_varies_across_keys(self, name, kw, is_1d):
     del is_1d
-    fn = self.variant(registry.get("regularizer", name, **kw))
+    fn = self.variant(registry.get("augment", name, **kw))
     x, y = _batch(_X2D)
     x1, y1 = fn(_KEY, x, y)
     chex.assert_tree_all_finite((x1, y1))
@@ -77,7 +77,7 @@ class AugmentationPropertiesTest(chex.TestCase):
     x, y = _batch(_X2D)
     xs = jnp.stack([x, 2 * x])
     for name, kw, _ in _OPS:
-      fn = registry.get("regularizer", name, **kw)
+      fn = registry.get("augment", name, **kw)
       g = jax.grad(lambda v: fn(_KEY, v, y)[0].sum())(x)  # pylint: disable=cell-var-from-loop
       chex.assert_tree_all_finite(g)
       if name in ("mixup", "cutmix"):
@@ -210,7 +210,7 @@ class AugmentationMathTest(parameterized.TestCase):
       ("cutmix_alpha", "cutmix", dict(alpha=-1.0)),
   )
   def test_bad_values_raise(self, name, kw):
-    fn = registry.get("regularizer", name, **kw)
+    fn = registry.get("augment", name, **kw)
     x, y = _batch(_X2D)
     with self.assertRaises(ValueError):
       fn(_KEY, x, y)
@@ -218,7 +218,7 @@ class AugmentationMathTest(parameterized.TestCase):
   @parameterized.parameters("mixup", "cutmix")
   def test_mixing_needs_labels(self, name):
     with self.assertRaisesRegex(ValueError, "labels"):
-      registry.get("regularizer", name)(_KEY, jnp.ones((2, 4, 1)), None)
+      registry.get("augment", name)(_KEY, jnp.ones((2, 4, 1)), None)
 
 
 class PipelineTest(parameterized.TestCase):
