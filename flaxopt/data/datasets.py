@@ -120,7 +120,7 @@ def _bytes_feature(source: Any, key: str) -> Optional[Any]:
   """The ``tfds.features.Tensor`` stored under ``key`` when it is BYTES-encoded, else None."""
   info = getattr(source, "dataset_info", None)
   feature = info.features[key] if info is not None else None
-  encoding = getattr(feature, "_encoding", None)
+  encoding = getattr(feature, "_encoding", None)  # tfds exposes no public accessor
   return feature if encoding == tfds.features.Encoding.BYTES else None
 
 
