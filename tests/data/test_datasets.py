@@ -203,3 +203,64 @@ def test_catalog_path_reads_tfds_data_source(tmp_path, monkeypatch):
 def test_catalog_not_prepared_without_download(tmp_path):
   with pytest.raises(ValueError, match=r"'mnist' is not prepared .* download=False"):
     data.load("mnist", data_dir=str(tmp_path), download=False)
+
+
+# ---------------------------------------------------------------- load-time data checks
+def _splits(**bad):
+  """Clean float inputs and labels for three splits, with the given (split, x or y) replaced."""
+  rng = np.random.default_rng(0)
+  out = {s: (rng.normal(size=(n, 4, 1)).astype(np.float32), np.arange(n) % 10)
+         for s, n in (("train", 20), ("validation", 5), ("test", 8))}
+  for key, value in bad.items():
+    split, part = key.split("__")
+    x, y = out[split]
+    out[split] = (value, y) if part == "x" else (x, value)
+  return out
+
+
+def _with(a, index, value):
+  """A copy of ``a`` with flat element ``index`` set to ``value``."""
+  a = np.array(a)
+  a.flat[index] = value
+  return a
+
+
+CLEAN = _splits()
+# (replacements, batch_size, message pattern)
+BAD_DATA = {
+    "nan_train": ({"train__x": _with(CLEAN["train"][0], 13, np.nan)}, None,
+                  r"dataset 'toy': train inputs hold NaN \(1 values; first at index 3\)"),
+    "inf_test": ({"test__x": _with(CLEAN["test"][0], 31, -np.inf)}, None,
+                 r"dataset 'toy': test inputs hold Inf \(1 values; first at index 7\)"),
+    "label_10": ({"validation__y": _with(CLEAN["validation"][1], 2, 10)}, None,
+                 r"dataset 'toy': validation label 10 at index 2 is outside 0..9 \(1 such"),
+    "label_negative": ({"train__y": _with(CLEAN["train"][1], 0, -1)}, None,
+                       r"train label -1 at index 0 is outside 0..9"),
+    "smaller_than_batch": ({}, 21, r"dataset 'toy': the training set has 20 examples, fewer "
+                                   r"than one batch \(batch_size=21\)"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_DATA))
+def test_check_arrays_errors(case):
+  replacements, batch_size, match = BAD_DATA[case]
+  with pytest.raises(ValueError, match=match) as info:
+    datasets.check_arrays("toy", _splits(**replacements), 10, batch_size)
+  assert "\n" not in str(info.value)
+
+
+def test_check_arrays_accepts_clean_data():
+  datasets.check_arrays("toy", CLEAN, 10, batch_size=20)  # Exactly one batch is enough.
+  datasets.check_arrays("toy", {**CLEAN, "validation": (np.zeros((0, 4, 1)), np.zeros(0))}, 10)
+
+
+def test_load_rejects_nan_inputs_and_small_training_set(tmp_path, monkeypatch, data_dir, loaded):
+  with pytest.raises(ValueError, match=r"dataset 'digits': the training set has 100 examples, "
+                                       r"fewer than one batch \(batch_size=128\)"):
+    data.load("digits", data_dir=data_dir, num_train=100, batch_size=128)
+  assert len(data.load("digits", data_dir=data_dir, batch_size=1437).y_train) == 1437
+  poisoned = _small_mnist1d()
+  poisoned["test"][0][4, 7] = np.nan
+  monkeypatch.setattr(datasets.builders.Mnist1d, "arrays", staticmethod(lambda: poisoned))
+  with pytest.raises(ValueError, match=r"dataset 'mnist1d': test inputs hold NaN"):
+    data.load("mnist1d", data_dir=str(tmp_path))

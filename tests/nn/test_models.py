@@ -20,6 +20,7 @@ from flaxopt.nn import models
 STREAMS = ("params", "dropout", "rrelu", "pool")
 X1D = jnp.asarray(np.random.default_rng(0).normal(size=(2, 40, 1)), jnp.float32)
 X2D = jnp.asarray(np.random.default_rng(1).uniform(size=(2, 8, 8, 1)), jnp.float32)
+X28 = jax.ShapeDtypeStruct((2, 28, 28, 1), jnp.float32)  # Fashion-MNIST-sized, shapes only.
 XS = X1D[:, :16]  # Small input for the runs.
 
 
@@ -37,7 +38,7 @@ def _config(**overrides):
 def _shapes(x, num_classes=10, **overrides):
   """(model, variable shapes) without computing anything."""
   model = models.build_model(_config(**overrides), num_classes)
-  return model, jax.eval_shape(lambda r: model.init(r, x), _rngs())
+  return model, jax.eval_shape(model.init, _rngs(), x)
 
 
 def _filled(x, seed=0, **overrides):
@@ -91,6 +92,40 @@ COUNTS = [
     ({"name": "logistic"}, X2D, 64 * 10 + 10),
     # 2D: 8x8 -> 3x3 -> 2x2 -> 1x1.
     ({"name": "cnn"}, X2D, (25 * 25 + 25) + 2 * (9 * 25 * 25 + 25) + (25 * 10 + 10)),
+    # ConvNet on 28x28 (28 -> 14 -> 7 by SAME pools or stride-2 SAME convs alike):
+    # the 2 conv + 2 dense baseline, and the small one (< 100k parameters).
+    ({"name": "convnet", "pool": "max"}, X28,
+     (9 * 32 + 32) + (9 * 32 * 64 + 64) + (7 * 7 * 64 * 128 + 128) + (128 * 10 + 10)),
+    ({"name": "convnet", "pool": "max"}, X28, 421_642),
+    ({"name": "convnet"}, X28, 421_642),
+    ({"name": "convnet", "pool": "max", "dense_widths": ()}, X28, 50_186),
+    ({"name": "convnet", "pool": "max", "dense_widths": ()}, X28,
+     (9 * 32 + 32) + (9 * 32 * 64 + 64) + (7 * 7 * 64 * 10 + 10)),
+    ({"name": "convnet", "pool": "max", "conv_channels": (16, 32, 64), "kernel_size": 5,
+      "dense_widths": (50, 20)}, X28,  # 28 -> 14 -> 7 -> 4.
+     (25 * 16 + 16) + (25 * 16 * 32 + 32) + (25 * 32 * 64 + 64) + (4 * 4 * 64 * 50 + 50)
+     + (50 * 20 + 20) + (20 * 10 + 10)),
+    ({"name": "convnet", "norm": "batch", "dense_widths": (8,)}, X28,
+     320 + 18_496 + (3136 * 8 + 8) + (8 * 10 + 10) + 2 * (32 + 64 + 8)),
+]
+
+
+def _resnet_count(c, depth=1, in_channels=1, classes=10):
+  """Closed form for the ResNet (no norm): stem, 3 stages of basic blocks, 1x1 projections."""
+  conv = lambda k, cin, cout: k * k * cin * cout + cout
+  total = conv(3, in_channels, c)
+  cin = c
+  for mult in (1, 2, 4):
+    for _ in range(depth):
+      total += conv(3, cin, c * mult) + conv(3, c * mult, c * mult)
+      total += conv(1, cin, c * mult) if cin != c * mult else 0
+      cin = c * mult
+  return total + 4 * c * classes + classes
+
+
+COUNTS += [
+    ({"name": "resnet", "channels": 16}, X28, _resnet_count(16)),
+    ({"name": "resnet", "channels": 8, "depth": 2}, X28, _resnet_count(8, depth=2)),
 ]
 
 
@@ -98,6 +133,35 @@ COUNTS = [
 def test_parameter_counts(overrides, x, expected):
   _, shapes = _shapes(x, **overrides)
   assert _count(shapes["params"]) == expected
+
+
+def test_convnet_small_is_under_100k_and_resnet_runs_at_28x28():
+  """The small ConvNet fits the '<100K parameters' entry of the Fashion-MNIST table; the
+  ResNet maps 28x28 inputs to logits (28 -> 14 -> 7 through its stages)."""
+  _, shapes = _shapes(X28, name="convnet", pool="max", dense_widths=())
+  assert _count(shapes["params"]) <= 100_000
+  model, shapes = _shapes(X28, name="resnet", channels=16, norm="batch")
+  out, _ = jax.eval_shape(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]),
+                          shapes, X28)
+  assert out.shape == (2, 10)
+
+
+def test_convnet_matches_reference_forward():
+  """conv(SAME) -> relu -> maxpool 2 (twice) -> dense -> relu -> head, by lax, same weights."""
+  x = jnp.asarray(np.random.default_rng(2).uniform(size=(2, 8, 8, 1)), jnp.float32)
+  model, variables = _filled(x, name="convnet", pool="max", conv_channels=(3, 4),
+                             dense_widths=(5,))
+  p = variables["params"]
+  h = x
+  for i in range(2):
+    h = jax.lax.conv_general_dilated(h, p[f"conv_{i}"]["kernel"], (1, 1), "SAME",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    h = jax.nn.relu(h + p[f"conv_{i}"]["bias"])
+    h = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "SAME")
+  h = jax.nn.relu(h.reshape(2, -1) @ p["dense_0"]["kernel"] + p["dense_0"]["bias"])
+  expected = h @ p["head"]["kernel"] + p["head"]["bias"]
+  assert p["dense_0"]["kernel"].shape == (2 * 2 * 4, 5)
+  chex.assert_trees_all_close(model.apply(variables, x), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_default_cnn_layer_shapes():
@@ -193,7 +257,8 @@ def test_weight_norm_wraps_every_layer():
 # the ResNet once per norm family that has state or wraps layers.
 TINY = {"mlp": {"name": "mlp", "width": 10, "depth": 2},
         "cnn": {"name": "cnn", "channels": 5, "depth": 2},
-        "resnet": {"name": "resnet", "channels": 5, "depth": 1}}
+        "resnet": {"name": "resnet", "channels": 5, "depth": 1},
+        "convnet": {"name": "convnet", "conv_channels": (5, 5), "dense_widths": (5,)}}
 RUN_CASES = (
     [("mlp", {"activation": n}) for n in registry.names("activation")]
     + [("cnn", {"norm": n}) for n in registry.names("norm")]
@@ -202,6 +267,7 @@ RUN_CASES = (
     + [("resnet", {"norm": "batch", "pool": "max", "activation": "rrelu"}),
        ("resnet", {"norm": "weight", "activation": "maxout", "dropout": 0.2}),
        ("cnn", {"dropout": 0.3, "dropconnect": 0.3, "activation": "prelu"}),
+       ("convnet", {"norm": "batch", "pool": "max", "dropout": 0.2}),
        ("logistic", {"dropconnect": 0.5})]
 )
 
@@ -265,7 +331,8 @@ def test_cnn_gradients_finite_and_nonzero():
 
 # ---------------------------------------------------------------- errors
 @pytest.mark.parametrize("overrides, match", [
-    ({"name": "vgg"}, r"Unknown model 'vgg'; valid model names: logistic, mlp, cnn, resnet"),
+    ({"name": "vgg"}, r"Unknown model 'vgg'; valid model names: logistic, mlp, cnn, convnet, "
+                      r"resnet"),
     ({"activation": "relu7"}, r"Unknown activation 'relu7'.*Valid activation names"),
     ({"norm": "batchnorm"}, r"Unknown norm 'batchnorm'.*Valid norm names"),
     ({"pool": "maxx"}, r"Unknown pool 'maxx'.*Valid pool names"),
@@ -282,6 +349,12 @@ def test_cnn_gradients_finite_and_nonzero():
     ({"norm": "weight", "dropconnect": 0.5}, r"norm='weight' cannot wrap DropConnectDense"),
     ({"norm": "instance", "name": "mlp"}, r"norm='instance'.*mlp"),
     ({"widht": 3}, r"Unknown model config field\(s\) \['widht'\]"),
+    ({"conv_channels": ()}, r"model.conv_channels=\(\) must be a non-empty sequence"),
+    ({"dense_widths": (10, 0)}, r"model.dense_widths=\(10, 0\) must be a sequence of positive"),
+    ({"kernel_size": 4}, r"model.kernel_size=4 must be odd"),
+    ({"name": "convnet", "norm": "group", "conv_channels": (10, 20), "dense_widths": (12,)},
+     r"num_groups=5 does not divide the 12 channels of the convnet"),
+    ({"name": "convnet", "norm": "instance"}, r"norm='instance'.*convnet's dense layers"),
 ])
 def test_build_errors(overrides, match):
   config = dict(models.default_model_config().to_dict(), **overrides)
@@ -304,8 +377,26 @@ def test_default_config_fields():
   expected = {"name": "cnn", "width": 100, "depth": None, "channels": 25, "residual": False,
               "activation": "relu", "num_pieces": 2, "kernel_init": "standard_uniform",
               "norm": "none", "num_groups": 5, "pool": "none", "dropout": 0.0,
-              "dropconnect": 0.0}
+              "dropconnect": 0.0, "conv_channels": (32, 64), "kernel_size": 3,
+              "dense_widths": (128,)}
   assert config.to_dict() == expected
   config.depth = 5  # The placeholder takes an int override (as from the command line).
   model = models.build_model(config, 10, axis_name="batch")
   assert model.depth == 5 and model.axis_name == "batch"
+
+
+@pytest.mark.parametrize("name", list(models.MODELS))
+def test_defaults_have_one_source(name):
+  """Each model built from default_model_config() equals the class built with no arguments:
+  the config's defaults are the dataclass fields, not a copy of them."""
+  config = models.default_model_config()
+  config.name = name
+  built = models.build_model(config, 10)
+  assert built == models.MODELS[name](num_classes=10)
+
+
+def test_config_tuple_fields_take_lists():
+  """A JSON round trip turns tuples into lists; the model gets tuples back (hashable fields)."""
+  model = models.build_model({"name": "convnet", "conv_channels": [8, 16], "dense_widths": []},
+                             10)
+  assert model.conv_channels == (8, 16) and model.dense_widths == ()
