@@ -84,7 +84,7 @@ BAD = [
     ({"optimizer.learning_rate": math.nan}, "optimizer.learning_rate=nan: must be finite"),
     ({"optimizer.b3": 0.5}, "optimizer.b3=0.5: not an argument of optimizer 'adam'. Did you "
                             "mean 'b2'? Valid: b1, b2,"),
-    ({"augment.ops": "cutout,l2"}, "augment.ops='cutout,l2': 'l2' is not an augmentation"),
+    ({"augment.ops": "cutout,l2"}, "augment.ops='cutout,l2': Unknown augment 'l2'"),
     ({"augment.amplitude_scale.low": 2.0}, "augment.amplitude_scale.high=1.2: must be >= "
                                            "augment.amplitude_scale.low=2.0"),
     ({"dataset.data_dir": "/no/such/folder/data"},
