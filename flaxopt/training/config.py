@@ -66,6 +66,7 @@ class Field:
     family: a ``flaxopt.registry`` family the value must name.
     optional: whether None is allowed.
     per_axis: an int field that also takes a sequence of ints (one per spatial axis).
+    sequence: the value is a list/tuple (possibly empty) of ``kind`` values, each checked.
     doc: one line for the reader.
   """
 
@@ -79,6 +80,7 @@ class Field:
   family: Optional[str] = None
   optional: bool = False
   per_axis: bool = False
+  sequence: bool = False
   doc: str = ""
 
   def allowed(self) -> Optional[Sequence[Any]]:
@@ -88,6 +90,11 @@ class Field:
     """None for a good value, else the reason (one phrase)."""
     if value is None:
       return None if self.optional else f"must be a {self._kind_name()}, not None"
+    if self.sequence:
+      if not isinstance(value, (list, tuple)):
+        return f"must be a list of {self._kind_name()}s, got {type(value).__name__}"
+      element = dataclasses.replace(self, sequence=False)
+      return next((r for r in map(element.why_bad, value) if r), None)
     if self.per_axis and isinstance(value, (list, tuple)):
       reasons = [self.why_bad(v) for v in value]
       return next((r for r in reasons if r), None) if value else "must not be empty"
@@ -234,6 +241,9 @@ _MODEL_RANGES: Mapping[str, dict[str, Any]] = {
     "norm": dict(family="norm"), "pool": dict(family="pool", choices=("none", "")),
     "dropout": dict(low=0.0, high=1.0, high_open=True),
     "dropconnect": dict(low=0.0, high=1.0, high_open=True),
+    "conv_channels": dict(kind=int, sequence=True, low=1),
+    "dense_widths": dict(kind=int, sequence=True, low=1),
+    "kernel_size": dict(low=1),
 }
 
 

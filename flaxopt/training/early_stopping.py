@@ -149,7 +149,7 @@ class EarlyStopping:
   strip_length: int = 5
   successive_strips: int = 3
   enabled: bool = True
-  metric: str = "test_loss"
+  metric: str = "val_loss"
   restore_best: bool = True
 
   def __post_init__(self):
@@ -267,7 +267,7 @@ def default_config() -> ml_collections.ConfigDict:
       "patience": 10,
       "min_delta": 0.0,
       "mode": "min",
-      "metric": "test_loss",
+      "metric": "val_loss",
       "alpha": 5.0,
       "strip_length": 5,
       "successive_strips": 3,

@@ -138,7 +138,8 @@ def _load_data(config):
   from flaxopt.data import datasets  # pylint: disable=g-import-not-at-top
   return datasets.load(config.dataset.name, data_dir=config.dataset.data_dir or None,
                        num_train=config.dataset.num_train or None,
-                       validation_size=int(config.dataset.validation_size))
+                       validation_size=int(config.dataset.validation_size),
+                       batch_size=int(config.batch_size))
 
 
 def _augment_fn(config, x_example: np.ndarray, num_classes: int):
@@ -239,6 +240,7 @@ class _Run:
   last_sync: int = 0
   steps_per_sec: float = 0.0
   compile_time: float = 0.0
+  train_time: float = 0.0  # seconds in training steps so far (evaluation, saving excluded)
 
 
 @dataclasses.dataclass
@@ -304,6 +306,7 @@ def _resume(ctx: _Context) -> _Run:
     run.state, run.best, run.step, run.start = par.put(restored), best, step, step
     run.es_state = es_lib.EarlyStoppingState.from_dict(meta["early_stopping"])
     run.window = meta["window"]
+    run.train_time = float(meta.get("train_time", 0.0))
     run.status = meta.get("status", "running")
     if "pending_sums" in meta:
       run.sums = par.put({k: np.float32(v) for k, v in meta["pending_sums"].items()})
@@ -354,6 +357,7 @@ def _sync(ctx: _Context, run: _Run) -> None:
   run.sums = setup.par.zeros_sums()
   now = time.time()
   run.steps_per_sec = (step - run.last_sync) / max(now - run.t_last, 1e-9)
+  run.train_time += now - run.t_last
   run.last_sync, run.t_last = step, now
   if not math.isfinite(float(host["loss"])):
     run.status = "diverged"
@@ -397,6 +401,7 @@ def _evaluate_and_maybe_stop(ctx: _Context, run: _Run) -> None:
             **_evaluate(ctx, run.state),
             "learning_rate": learning_rate_at(setup.schedule, step - 1),  # the last update's
             "wall_time": time.time() - ctx.t_start,
+            "train_time": run.train_time,
             "steps_per_sec": run.steps_per_sec}
   if ctx.curvature is not None and step % int(setup.config.curvature.every) == 0:
     record.update(ctx.curvature(setup.par.get(run.state.params), step,
@@ -427,7 +432,8 @@ def _checkpoint(ctx: _Context, run: _Run, status: str) -> None:
   ctx.hooks.before_save(run.step)
   meta = {"pipeline": ctx.setup.pipe.position(run.step),
           "early_stopping": run.es_state.to_dict(), "window": run.window, "status": status,
-          "pending_sums": {k: float(v) for k, v in ctx.setup.par.read(run.sums).items()}}
+          "pending_sums": {k: float(v) for k, v in ctx.setup.par.read(run.sums).items()},
+          "train_time": run.train_time}
   ctx.ckpt.save(run.step, ctx.setup.par.get(run.state), meta, run.best)
 
 
@@ -452,6 +458,7 @@ def _train(ctx: _Context, run: _Run) -> None:
       break
     if (config.checkpoint_every and step % config.checkpoint_every == 0) or step == num_steps:
       _checkpoint(ctx, run, "running" if step < num_steps else "completed")
+    run.t_last = time.time()  # evaluation and saving are not training time
     ctx.hooks.after_step(step)
     if ctx.stop_requested(step, True) and step < num_steps:
       run.status = "preempted"
@@ -589,14 +596,17 @@ def _summary(run: _Run, early, config, **times) -> dict:
   """summary.json: status, final and best evaluation records, timing.
 
   ``final`` is the last evaluation, or after early stopping with ``restore_best`` the record
-  of the best step updated with a fresh evaluation of the restored parameters.
+  of the best step updated with a fresh evaluation of the restored parameters. ``best`` is
+  the evaluation with the highest validation accuracy (None without a validation split):
+  the test split reports, it never selects.
   """
   history, es_state = run.history, run.es_state
   final = history[-1] if history else None
   if run.status == "early_stopped" and history and early.restore_best:
     final = dict(next(r for r in history if r["step"] == es_state.best_step))
     final.update(run.restored or {"restored_best": True})
-  best = max(history, key=lambda r: r.get("test_accuracy", -1.0)) if history else None
+  validated = [r for r in history if r.get("val_accuracy") is not None]
+  best = max(validated, key=lambda r: r["val_accuracy"]) if validated else None
   resumed_steps = run.step - run.start
   train_time = times["train_time"] - times["compile_time"]
   return {

@@ -58,7 +58,7 @@ def _read(workdir, name):
 
 
 def _metrics_only(records):
-  return [{k: v for k, v in r.items() if k not in ("wall_time", "steps_per_sec")}
+  return [{k: v for k, v in r.items() if k not in ("wall_time", "train_time", "steps_per_sec")}
           for r in records]
 
 
@@ -80,7 +80,7 @@ def test_cli_end_to_end_writes_every_output(reference):
   records = _read(workdir, "metrics.jsonl")
   assert [r["step"] for r in records] == [20, 40, 60]
   for key in ("train_loss", "test_loss", "test_accuracy", "learning_rate", "wall_time",
-              "steps_per_sec"):
+              "train_time", "steps_per_sec"):
     assert all(np.isfinite(r[key]) for r in records), key
   assert summary["final"] == records[-1]
   assert summary["compile_time"] > 0 and summary["wall_time"] > 0

@@ -89,6 +89,9 @@ BAD = [
                                            "augment.amplitude_scale.low=2.0"),
     ({"dataset.data_dir": "/no/such/folder/data"},
      "dataset.data_dir='/no/such/folder/data': no such folder: /no/such/folder"),
+    ({"model.conv_channels": (4, -1)}, "model.conv_channels=(4, -1): must be >= 1"),
+    ({"model.dense_widths": 128}, "model.dense_widths=128: must be a list of ints, got int"),
+    ({"curvature.trace_samples": 1}, "curvature.trace_samples=1: must be >= 2"),
     ({"optimizer.schedule": "warmup_cosine", "optimizer.warmup_steps": 7000},
      "optimizer.warmup_steps=7000: must be <= num_train_steps=6000"),
 ]

@@ -106,7 +106,7 @@ class EarlyStoppingTest(parameterized.TestCase):
     self.assertFalse(cfg.enabled)
     rule = es.from_config(cfg)
     self.assertFalse(rule.enabled)
-    self.assertEqual((rule.metric, rule.restore_best), ("test_loss", True))
+    self.assertEqual((rule.metric, rule.restore_best), ("val_loss", True))
     cfg.criterion, cfg.enabled = "up", True
     self.assertEqual(es.from_config(cfg).criterion, "up")
     self.assertEqual(es.from_config({"patience": 3}).patience, 3)

@@ -22,7 +22,7 @@ from flaxopt.training import loop
 
 # tiny: 60 steps, evaluations at 20/40/60, checkpoints at 30/60.
 CONFIG = tiny.get_config()
-TIMED = ("wall_time", "steps_per_sec")
+TIMED = ("wall_time", "train_time", "steps_per_sec")
 
 
 def _records(workdir):
