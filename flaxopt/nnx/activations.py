@@ -60,6 +60,11 @@ class RReLU(nnx.Module):
     self.rng_collection = rng_collection
     self.rngs = _rng.fork_stream(rngs, rng_collection)
 
+  def set_view(self, deterministic: Optional[bool] = None):
+    """``nnx.view(model, deterministic=...)`` support."""
+    if deterministic is not None:
+      self.deterministic = deterministic
+
   def __call__(self, x: Array, *, deterministic: Optional[bool] = None,
                rngs: _rng.KeySource = None) -> Array:
     deterministic = _rng.first(deterministic, self.deterministic, "deterministic", "RReLU")

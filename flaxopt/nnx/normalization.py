@@ -89,6 +89,11 @@ class BatchNorm(_Affine):
     self.mean = nnx.BatchStat(jnp.zeros((num_features,), stats_dtype))
     self.var = nnx.BatchStat(jnp.ones((num_features,), stats_dtype))
 
+  def set_view(self, use_running_average: Optional[bool] = None):
+    """``nnx.view(model, use_running_average=...)`` support."""
+    if use_running_average is not None:
+      self.use_running_average = use_running_average
+
   def __call__(self, x: Array, use_running_average: Optional[bool] = None, *,
                mask: Optional[Array] = None) -> Array:
     use_running_average = _rng.first(use_running_average, self.use_running_average,

@@ -91,6 +91,11 @@ class StochasticPool(_Pool):
     self.deterministic = deterministic
     self.rngs = _rng.fork_stream(rngs, "pool")
 
+  def set_view(self, deterministic: Optional[bool] = None):
+    """``nnx.view(model, deterministic=...)`` support."""
+    if deterministic is not None:
+      self.deterministic = deterministic
+
   def __call__(self, x: Array, deterministic: Optional[bool] = None,
                rngs: _rng.KeySource = None) -> Array:
     deterministic = _rng.first(deterministic, self.deterministic, "deterministic",

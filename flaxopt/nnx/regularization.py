@@ -38,6 +38,11 @@ class Dropout(nnx.Module):
     self.rate, self.deterministic, self.rng_collection = rate, deterministic, rng_collection
     self.rngs = _rng.fork_stream(rngs, rng_collection)
 
+  def set_view(self, deterministic: Optional[bool] = None):
+    """``nnx.view(model, deterministic=...)`` support."""
+    if deterministic is not None:
+      self.deterministic = deterministic
+
   def __call__(self, x: Array, *, deterministic: Optional[bool] = None,
                rngs: _rng.KeySource = None) -> Array:
     deterministic = _rng.first(deterministic, self.deterministic, "deterministic", "Dropout")
@@ -76,6 +81,11 @@ class DropConnectDense(nnx.Module):
     self.bias = nnx.Param(bias_init(rngs.params(), (features,), param_dtype)) if use_bias \
         else nnx.data(None)
     self.rngs = _rng.fork_stream(rngs, rng_collection)
+
+  def set_view(self, deterministic: Optional[bool] = None):
+    """``nnx.view(model, deterministic=...)`` support."""
+    if deterministic is not None:
+      self.deterministic = deterministic
 
   def __call__(self, x: Array, *, deterministic: Optional[bool] = None,
                rngs: _rng.KeySource = None) -> Array:
