@@ -18,6 +18,7 @@ ORDER = (
     "second_order.md",
     "data_models.md",
     "training.md",
+    "nnx.md",
     "reproductions.md",
     "reproductions_training.md",
     "activation_search.md",
