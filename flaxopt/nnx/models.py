@@ -336,7 +336,8 @@ def build_model(model_config: Mapping[str, Any], num_classes: int, input_shape: 
   """The NNX model named ``model_config.name``, from the same fields as ``nn.build_model``.
 
   The config is validated (and defaults filled) by ``flaxopt.nn.models.build_model``, so
-  both APIs accept and reject the same configs with the same messages.
+  both APIs accept and reject the same configs with the same messages. A training
+  config's ``model.api`` field, if present, must be ``'nnx'`` and is otherwise ignored.
 
   Args:
     model_config: ``model.*`` fields (see ``flaxopt.nn.models.default_model_config``).
@@ -349,5 +350,9 @@ def build_model(model_config: Mapping[str, Any], num_classes: int, input_shape: 
   Returns:
     An ``nnx.Module`` in training mode; ``model(x)`` returns logits ``(N, num_classes)``.
   """
-  linen_model = linen_models.build_model(model_config, num_classes, axis_name=axis_name)
+  config = model_config.to_dict() if hasattr(model_config, "to_dict") else dict(model_config)
+  if config.pop("api", "nnx") != "nnx":
+    raise ValueError(f"model.api={model_config['api']!r}: flaxopt.nnx.build_model builds NNX "
+                     "models (model.api='nnx').")
+  linen_model = linen_models.build_model(config, num_classes, axis_name=axis_name)
   return from_linen_model(linen_model, input_shape, rngs)

@@ -72,7 +72,7 @@ def test_batch_norm_statistics_are_batch_stats_and_follow_train_eval():
 
 def test_streams_by_name_same_seed_same_masks():
   make = lambda **streams: fnnx.build_model(
-      {"name": "mlp", "width": 16, "dropout": 0.5, "activation": "rrelu"}, 3, (6,),
+      {"name": "mlp", "width": 8, "depth": 1, "dropout": 0.5, "activation": "rrelu"}, 3, (6,),
       nnx.Rngs(params=0, **streams))
   a, b, c = make(dropout=1, rrelu=2), make(dropout=1, rrelu=2), make(dropout=3, rrelu=2)
   ya, yb, yc = a(X), b(X), c(X)
@@ -105,10 +105,10 @@ def test_weight_norm_data_dependent_init_matches_linen_data_init():
 
 
 def test_linen_variables_round_trip_and_mismatch():
-  config = {"name": "cnn", "channels": 4, "norm": "batch"}
-  model = fnnx.build_model(config, 10, (16, 1), nnx.Rngs(0))
+  config = {"name": "mlp", "width": 4, "depth": 1, "norm": "batch"}
+  model = fnnx.build_model(config, 10, (6,), nnx.Rngs(0))
   linen = fnn.build_model(config, 10)
-  shapes = jax.eval_shape(linen.init, jax.random.key(0), jnp.zeros((1, 16, 1)))
+  shapes = jax.eval_shape(linen.init, jax.random.key(0), jnp.zeros((1, 6)))
   ours = fnnx.linen_variables(model)
   assert jax.tree.map(jnp.shape, ours) == jax.tree.map(lambda s: s.shape, dict(shapes))
   moved = jax.tree.map(lambda a: a + 1, ours)
@@ -143,6 +143,8 @@ BAD = [
     (lambda: fnnx.build_model({"name": "cnn", "norm": "group", "num_groups": 4}, 10,
                               (40, 1), R), "num_groups=4"),
     (lambda: fnnx.build_model({"name": "cnn"}, 10, (40,), R), "input_shape"),
+    (lambda: fnnx.build_model({"name": "cnn", "api": "linen"}, 10, (40, 1), R),
+     "model.api='linen'"),
     (lambda: fnnx.build_model({"name": "mlp"}, 10, (40, 0), R), "input_shape"),
     (lambda: fnnx.build_model({"name": "mlp", "width": 4}, 10, (6,), R)(X[:, :5]),
      r"built for inputs \(N, 6\)"),
