@@ -4,10 +4,12 @@ import pathlib
 import re
 
 import numpy as np
+import pytest
 
 DOC = pathlib.Path(__file__).resolve().parents[2] / "docs" / "readme" / "nnx.md"
 
 
+@pytest.mark.slow
 def test_nnx_readme_example_runs():
   blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
   assert len(blocks) == 2

@@ -69,7 +69,12 @@ def _reference_step(graphdef, tx, params, opt_state, x, y):
 REFERENCE_CHECKED = ("adam", "newton", "lbfgs", "conjugate_gradient")
 
 
-@pytest.mark.parametrize("name", registry.names("optimizer"))
+SECOND_ORDER = ("newton", "newton_cg", "bfgs", "lbfgs", "conjugate_gradient")
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=[pytest.mark.slow] if n in SECOND_ORDER else [])
+    for n in registry.names("optimizer")])
 def test_nnx_optimizer_runs_every_flaxopt_optimizer(name):
   model, tx = _make(name)
   tx = optax.with_extra_args_support(tx)
@@ -97,6 +102,7 @@ def _mnist1d_like(num, seed):
           "y": jnp.asarray(rng.integers(0, 10, num), jnp.int32)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", [
     {"name": "mlp", "width": 16, "norm": "batch"},
     {"name": "cnn", "channels": 8},
