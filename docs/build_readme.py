@@ -35,6 +35,7 @@ ORDER = (
     "optimizers_modern_b.md",
     "data_models.md",
     "training.md",
+    "nnx.md",
     "reproductions.md",
     "reproductions_training.md",
     "curvature.md",
