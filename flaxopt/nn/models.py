@@ -339,6 +339,11 @@ def _config_fields(cls: type[nn.Module]) -> dict[str, Any]:
   return {f.name: f.default for f in dataclasses.fields(cls) if f.name not in _NOT_CONFIG}
 
 
+# The front ends that build a model from the same model.* fields: flaxopt.nn (linen) and
+# flaxopt.nnx. build_model here builds (and so validates) the linen module for either.
+APIS = ("linen", "nnx")
+
+
 def default_model_config() -> ml_collections.ConfigDict:
   """Every ``model.*`` config field with its default, derived from the models' dataclass fields.
 
@@ -353,6 +358,7 @@ def default_model_config() -> ml_collections.ConfigDict:
       defaults.setdefault(field, []).append(value)
   c = ml_collections.ConfigDict()
   c.name = DEFAULT_MODEL
+  c.api = APIS[0]  # linen | nnx: which front end builds the model (flaxopt.nn or flaxopt.nnx)
   for field, values in defaults.items():
     same = all(v == values[0] for v in values)
     setattr(c, field, values[0] if same else config_dict.placeholder(type(values[0])))
@@ -454,6 +460,8 @@ def build_model(model_config: Mapping[str, Any], num_classes: int,
   if unknown:
     raise ValueError(f"Unknown model config field(s) {unknown}; valid: {', '.join(defaults)}")
   c = {**defaults, **given}
+  if c.pop("api") not in APIS:
+    raise ValueError(f"model.api={given['api']!r}: must be one of {', '.join(APIS)}")
   _validate(c)
   if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
     raise ValueError(f"num_classes={num_classes!r} must be a positive integer.")

@@ -43,7 +43,7 @@ from flaxopt.nnx.regularization import DropConnectDense, Dropout
 Array = jax.Array
 Shape = tuple[int, ...]
 
-__all__ = ["Logistic", "MLP", "CNN", "ResNet", "BasicBlock", "build_model", "from_linen_model"]
+__all__ = ["Logistic", "MLP", "CNN", "ConvNet", "ResNet", "BasicBlock", "build_model", "from_linen_model"]
 
 POOL_WINDOW = linen_models.POOL_WINDOW
 
@@ -233,6 +233,61 @@ class CNN(_Model):
     return _apply_dense(self.head, x.reshape((x.shape[0], -1)), rngs)
 
 
+class ConvNet(_Model):
+  """Configurable image classifier (see the linen twin): convs, then dense layers, then a head.
+
+  For each ``conv_channels[i]``: a ``kernel_size`` conv with SAME padding, norm, act, then the
+  pool or (no pool) stride 2 in the conv; dropout. Flatten; for each ``dense_widths[j]``:
+  dense, norm, act, dropout; then the classifier.
+  """
+
+  MIN_NDIM = 2
+
+  def __init__(self, input_shape: Sequence[int], *, conv_channels: Sequence[int] = (32, 64),
+               kernel_size: int = 3, dense_widths: Sequence[int] = (128,), rngs: nnx.Rngs,
+               **fields: Any):
+    super().__init__(input_shape, **fields)
+    c = self.layers
+    self.num_conv, self.num_dense = len(conv_channels), len(dense_widths)
+    spatial, features = self.input_shape[:-1], self.input_shape[-1]
+    nd, stride, pad = len(spatial), 1 if c.pooled else 2, kernel_size // 2
+    for i, channels in enumerate(conv_channels):
+      width = channels * c.pieces
+      setattr(self, f"conv_{i}", _conv(c, features, width, kernel_size, stride, pad, nd, rngs))
+      spatial = _conv_out(spatial, kernel_size, stride, pad)
+      setattr(self, f"conv_norm_{i}", _norm(c, width, rngs))
+      setattr(self, f"conv_act_{i}", _act(c, width, rngs))
+      setattr(self, f"pool_{i}", _pool(c, nd, rngs) if c.pooled else None)
+      spatial = _pool_out(spatial) if c.pooled else spatial
+      setattr(self, f"conv_drop_{i}", _dropout(c, rngs))
+      features = channels
+    features = math.prod(spatial) * features
+    for j, width in enumerate(dense_widths):
+      setattr(self, f"dense_{j}", _dense(c, features, width * c.pieces, rngs))
+      setattr(self, f"dense_norm_{j}", _norm(c, width * c.pieces, rngs))
+      setattr(self, f"dense_act_{j}", _act(c, width * c.pieces, rngs))
+      setattr(self, f"dense_drop_{j}", _dropout(c, rngs))
+      features = width
+    self.head = _dense(c, features, self.num_classes, rngs)
+
+  def __call__(self, x: Array, *, rngs: KeySource = None) -> Array:
+    self._check_input(x)
+    for i in range(self.num_conv):
+      x = _apply_norm(getattr(self, f"conv_norm_{i}"), getattr(self, f"conv_{i}")(x))
+      x = getattr(self, f"conv_act_{i}")(x, rngs=rngs)
+      pool = getattr(self, f"pool_{i}")
+      if pool is not None:
+        x = pool(x, rngs=rngs)
+      x = _apply_drop(getattr(self, f"conv_drop_{i}"), x, rngs)
+    x = x.reshape((x.shape[0], -1))
+    for j in range(self.num_dense):
+      x = _apply_norm(getattr(self, f"dense_norm_{j}"),
+                      _apply_dense(getattr(self, f"dense_{j}"), x, rngs))
+      x = _apply_drop(getattr(self, f"dense_drop_{j}"),
+                      getattr(self, f"dense_act_{j}")(x, rngs=rngs), rngs)
+    return _apply_dense(self.head, x, rngs)
+
+
 class BasicBlock(nnx.Module):
   """He et al. 2016 basic block ``act(norm(conv(act(norm(conv(x))))) + shortcut(x))``.
 
@@ -241,8 +296,9 @@ class BasicBlock(nnx.Module):
   """
 
   def __init__(self, input_shape: Sequence[int], features: int, downsample: bool = False,
-               layers: LayerConfig = LayerConfig(), *, rngs: nnx.Rngs):
-    c = self.layers = layers
+               layers: Optional[LayerConfig] = None, *, rngs: nnx.Rngs):
+    # The defaults of every layer field are the linen models' (one source).
+    c = self.layers = layers if layers is not None else linen_models.MLP().layer_config
     spatial, in_features = tuple(input_shape[:-1]), input_shape[-1]
     nd = len(spatial)
     self.pool = _pool(c, nd, rngs) if downsample and c.pooled else None
@@ -310,6 +366,7 @@ MODELS: Mapping[str, type[_Model]] = {
     "logistic": Logistic,
     "mlp": MLP,
     "cnn": CNN,
+    "convnet": ConvNet,
     "resnet": ResNet,
 }
 _TWINS: Mapping[type, type[_Model]] = {linen_models.MODELS[k]: v for k, v in MODELS.items()}

@@ -241,6 +241,7 @@ _MODEL_RANGES: Mapping[str, dict[str, Any]] = {
     "norm": dict(family="norm"), "pool": dict(family="pool", choices=("none", "")),
     "dropout": dict(low=0.0, high=1.0, high_open=True),
     "dropconnect": dict(low=0.0, high=1.0, high_open=True),
+    "api": dict(choices=("linen", "nnx")),
     "conv_channels": dict(kind=int, sequence=True, low=1),
     "dense_widths": dict(kind=int, sequence=True, low=1),
     "kernel_size": dict(low=1),
@@ -475,6 +476,13 @@ def _check_combinations(config: Mapping[str, Any]) -> None:
   if opt["schedule"] == "warmup_cosine" and opt["warmup_steps"] > config["num_train_steps"]:
     raise _error("optimizer.warmup_steps", opt["warmup_steps"],
                  f"must be <= num_train_steps={config['num_train_steps']}")
+  if config["model"]["api"] == "nnx":
+    for field, value, off in (("model.kernel_init", config["model"]["kernel_init"], "lsuv"),
+                              ("init.pretrain", config["init"]["pretrain"], "rbm"),
+                              ("diagnostics.every", config["diagnostics"]["every"], None)):
+      if (value == off) if off else value:
+        raise _error(field, value, "is linen-only (it inspects linen modules); not with "
+                                   "model.api='nnx'")
   curv = config["curvature"]
   if curv["every"] and curv["every"] % config["eval_every"]:
     raise _error("curvature.every", curv["every"],

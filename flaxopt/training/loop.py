@@ -173,12 +173,11 @@ def _eval_sets(ds, par: Parallel, config) -> dict[str, list]:
 
 def _prepare(config) -> Setup:
   """Data, device placement, model and optimizer (ValueError -> ConfigError; no compiling)."""
-  from flaxopt.nn import models  # pylint: disable=g-import-not-at-top
   ds = _load_data(config)
   par = Parallel(config.parallel)
   pipe = pipeline_lib.Pipeline(ds.x_train, ds.y_train, batch_size=config.batch_size,
                                seed=config.seed, parallel=par.mode, mesh=par.mesh)
-  model = models.build_model(config.model, ds.num_classes, axis_name=par.axis_name)
+  model = _build_model(config.model, ds.num_classes, ds.x_train.shape[1:], par.axis_name)
   schedule = make_schedule(config.optimizer, int(config.num_train_steps))
   tx = make_optimizer(config.optimizer, schedule)
   augment_fn = _augment_fn(config, ds.x_train[:1], ds.num_classes)
@@ -191,6 +190,18 @@ def _prepare(config) -> Setup:
   return Setup(config=config, ds=ds, par=par, pipe=pipe, eval_sets=_eval_sets(ds, par, config),
                model=model, schedule=schedule, tx=tx, augment_fn=augment_fn,
                train_fn=par.compile_train(step_fn), eval_fn=par.compile_eval(eval_fn))
+
+
+def _build_model(model_config, num_classes: int, input_shape, axis_name: Optional[str]):
+  """The model with linen's functional interface: a linen module, or with ``model.api='nnx'``
+  the NNX model behind ``flaxopt.nnx.LinenAdapter`` (``init``/``apply`` over plain variables,
+  so the same jitted steps, checkpoints and evaluation serve both front ends)."""
+  from flaxopt.nn import models  # pylint: disable=g-import-not-at-top
+  if model_config.api == "nnx":
+    from flaxopt import nnx as fnnx  # pylint: disable=g-import-not-at-top
+    return fnnx.LinenAdapter.from_config(model_config, num_classes, tuple(input_shape),
+                                         axis_name=axis_name)
+  return models.build_model(model_config, num_classes, axis_name=axis_name)
 
 
 def _init_state(setup: Setup) -> TrainState:
