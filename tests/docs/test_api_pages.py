@@ -1,0 +1,70 @@
+"""Each API page (docs/api/<page>.md) lists exactly its package's public names.
+
+The packages are the toctree of docs/api/index.md (the one list: a new package is one line
+there plus its page). Parses the Markdown sources; no Sphinx build.
+"""
+
+import importlib
+import pathlib
+import pkgutil
+import re
+
+import pytest
+
+import flaxopt
+from tests.docs.api_names import public_names
+
+API = pathlib.Path(__file__).resolve().parents[2] / "docs" / "api"
+_TOCTREE = re.compile(r"```\{toctree\}\n(.*?)```", re.DOTALL)
+_BLOCK = re.compile(r"```\{(autosummary|currentmodule|auto\w+)\}([^\n]*)\n(.*?)```", re.DOTALL)
+# Modules of flaxopt with no API page, on purpose (none yet).
+NO_PAGE: tuple[str, ...] = ()
+
+
+def listed_pages() -> list[str]:
+  """The page names in docs/api/index.md's toctree."""
+  (body,) = _TOCTREE.findall((API / "index.md").read_text())
+  return [line.strip() for line in body.splitlines()
+          if line.strip() and not line.strip().startswith(":")]
+
+
+def parse_page(text: str) -> tuple[str, list[str], list[str]]:
+  """(currentmodule, names in autosummary tables, names of autodoc entries) of a page."""
+  module, table, entries = None, [], []
+  for kind, arg, body in _BLOCK.findall(text):
+    if kind == "currentmodule":
+      module = arg.strip()
+    elif kind == "autosummary":
+      table += [line.strip() for line in body.splitlines()
+                if line.strip() and not line.strip().startswith(":")]
+    else:
+      entries.append(arg.strip())
+  return module, table, entries
+
+
+def test_parse_page_reads_tables_and_entries():
+  text = ("# x\n\n```{currentmodule} flaxopt.x\n```\n\n```{autosummary}\n:nosignatures:\nf\nC\n"
+          "```\n\n```{autofunction} f\n```\n\n```{autoclass} C\n:members:\n```\n")
+  assert parse_page(text) == ("flaxopt.x", ["f", "C"], ["f", "C"])
+
+
+def test_every_package_has_a_page():
+  packages = {f"flaxopt.{m.name}" for m in pkgutil.iter_modules(flaxopt.__path__)}
+  documented = {parse_page((API / f"{page}.md").read_text())[0] for page in listed_pages()}
+  assert sorted(packages - documented - set(NO_PAGE)) == []
+
+
+@pytest.mark.parametrize("page", listed_pages())
+def test_page_lists_the_public_names(page):
+  module_name, table, entries = parse_page((API / f"{page}.md").read_text())
+  assert module_name, f"docs/api/{page}.md has no {{currentmodule}}"
+  names = public_names(importlib.import_module(module_name))
+  assert len(table) == len(set(table)) and len(entries) == len(set(entries))
+  assert sorted(table) == sorted(names), f"autosummary of docs/api/{page}.md"
+  assert sorted(entries) == sorted(names), f"autodoc entries of docs/api/{page}.md"
+
+
+def test_a_missing_name_fails():
+  _, table, _ = parse_page((API / "optim.md").read_text())
+  names = public_names(importlib.import_module("flaxopt.optim"))
+  assert "adam" in table and sorted(t for t in table if t != "adam") != sorted(names)
