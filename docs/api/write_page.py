@@ -23,7 +23,7 @@ def _directive(obj) -> str:
     return "autoclass"
   if callable(obj):
     return "autofunction"
-  return "autodata"
+  return "py:data"  # a constant (a registry table): its type, not the type's docstring
 
 
 def _home(package, name: str) -> str:
@@ -52,17 +52,25 @@ def page(package_name: str) -> str:
   for name in names:
     groups.setdefault(_home(package, name), []).append(name)
   summary = (inspect.getdoc(package) or "").split("\n")[0]
-  out = [f"# `{package_name}`", "", summary, "", "```{currentmodule} " + package_name, "```", ""]
+  out = [f"# `{package_name}`", "", summary, "", "```{eval-rst}",
+         f".. currentmodule:: {package_name}", "```", ""]
   for module in sorted(groups):
     if module != package_name:
       doc = (inspect.getdoc(importlib.import_module(module)) or "").split("\n")[0]
       title = module.rsplit(".", 1)[1].replace("_", " ").capitalize()
       out += [f"## {title}", "", f"`{module}`: {doc}", ""]
-    out += ["```{autosummary}", *groups[module], "```", ""]
+    out += ["```{eval-rst}"]
+    documented = [n for n in groups[module] if _directive(getattr(package, n)) != "py:data"]
+    if documented:
+      out += [".. autosummary::", "   :nosignatures:", "", *(f"   {n}" for n in documented), ""]
     for name in groups[module]:
-      directive = _directive(getattr(package, name))
-      extra = ":no-value:\n" if directive == "autodata" else ""
-      out += [f"```{{{directive}}} {name}", *([extra.strip()] if extra else []), "```", ""]
+      obj = getattr(package, name)
+      directive = _directive(obj)
+      out.append(f".. {directive}:: {name}")
+      if directive == "py:data":
+        out.append(f"   :type: {type(obj).__name__}")
+      out.append("")
+    out[-1:] = ["```", ""]
   return "\n".join(out).rstrip() + "\n"
 
 

@@ -27,6 +27,7 @@ import tempfile
 
 import matplotlib.pyplot as plt
 import numpy as np
+from IPython.display import Image, Markdown, display
 from scipy import stats
 
 from configs import default
@@ -52,7 +53,13 @@ workdir = pathlib.Path(tempfile.mkdtemp())
 # The persistent compilation cache: the seeds of a setting compile to the same program.
 result = sweep.run_study(study, str(workdir), jax_cache_dir=str(workdir / "jax_cache"),
                          log=lambda line: None)
-print(pathlib.Path(result.files[0]).read_text())
+display(Markdown(pathlib.Path(result.files[0]).read_text()))  # the leaderboard it wrote
+
+# %% [markdown]
+# The curves `run_study` plotted (test accuracy and train loss, mean over seeds):
+
+# %%
+display(Image(filename=next(f for f in result.files if f.endswith("_curves.png"))))
 
 # %% [markdown]
 # ## Confidence intervals over seeds
@@ -73,4 +80,7 @@ for i, (key, accs) in enumerate(final.items()):
 ax.set_yticks(range(len(final)), list(final))
 ax.set_xlabel("test accuracy after 300 steps (mean, 95% CI; dots: seeds)")
 fig.tight_layout()
-plt.show()
+# run_study's plots switch matplotlib to the Agg backend, so the figure is shown as a PNG.
+fig.savefig(workdir / "ci.png", dpi=100)
+display(Image(filename=str(workdir / "ci.png")))
+plt.close(fig)

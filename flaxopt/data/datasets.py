@@ -35,7 +35,7 @@ SPLIT_SEED = 0
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
-  """A dataset held in memory; x float32 (N, *spatial, C), y int32."""
+  """A dataset held in memory; x float32 ``(N, *spatial, C)``, y int32."""
 
   name: str
   num_classes: int
@@ -156,7 +156,7 @@ def load(name: str, *, data_dir: Optional[str] = None, num_train: Optional[int] 
     download: for catalog datasets, whether TFDS may download and prepare them.
 
   Returns:
-    A ``Dataset``: x float32 (N, *spatial, C), y int32.
+    A ``Dataset``: x float32 ``(N, *spatial, C)``, y int32.
   """
   if name not in SPECS:
     raise ValueError(f"Unknown dataset {name!r}; valid names: {', '.join(names())}")
