@@ -70,7 +70,7 @@ for run in sweep.plan_final_runs(study, str(workdir)):
   summary = report.read_summary(run.workdir)
   final.setdefault(run.setting.key, []).append(summary["final"]["test_accuracy"])
 
-fig, ax = plt.subplots(figsize=(5, 2.5))
+fig, ax = plt.subplots(figsize=(6, 2.5))
 for i, (key, accs) in enumerate(final.items()):
   accs = np.array(accs)
   half = stats.t.ppf(0.975, len(accs) - 1) * accs.std(ddof=1) / np.sqrt(len(accs))
@@ -78,9 +78,9 @@ for i, (key, accs) in enumerate(final.items()):
   ax.errorbar(accs.mean(), i, xerr=half, fmt="o", capsize=4)
   ax.plot(accs, [i] * len(accs), "k.", alpha=0.4)
 ax.set_yticks(range(len(final)), list(final))
-ax.set_xlabel("test accuracy after 300 steps (mean, 95% CI; dots: seeds)")
+ax.set_xlabel("test accuracy, 300 steps (mean, 95% CI; dots: seeds)")
 fig.tight_layout()
 # run_study's plots switch matplotlib to the Agg backend, so the figure is shown as a PNG.
-fig.savefig(workdir / "ci.png", dpi=100)
+fig.savefig(workdir / "ci.png", dpi=100, bbox_inches="tight")
 display(Image(filename=str(workdir / "ci.png")))
 plt.close(fig)
