@@ -39,7 +39,7 @@ SPLIT_SEED = 0
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
-  """A dataset held in memory; x float32 (N, *spatial, C), y int32."""
+  """A dataset held in memory; x float32 ``(N, *spatial, C)``, y int32."""
 
   name: str
   num_classes: int
@@ -224,7 +224,7 @@ def load(name: str, *, data_dir: Optional[str] = None, num_train: Optional[int] 
       than one batch is an error.
 
   Returns:
-    A ``Dataset``: x float32 (N, *spatial, C), y int32.
+    A ``Dataset``: x float32 ``(N, *spatial, C)``, y int32.
 
   Raises:
     ValueError: one line naming the dataset: unknown name, bad subset sizes, a missing or

@@ -239,7 +239,7 @@ def mixed_pool(x: Array, alpha: Union[float, Array], window: Window,
 
 def gated_pool(x: Array, gate: Array, window: Window, strides: Optional[Window] = None,
                padding: str = "VALID") -> Array:
-  """Gated max-average pooling: ``y = s max(x_R) + (1 - s) mean(x_R)``, ``s = sigmoid(w . x_R)``.
+  """Gated max-average pooling: ``y = s max(x_R) + (1 - s) mean(x_R)``, ``s = sigmoid(w^T x_R)``.
 
   ``x_R`` is the window (region) as a vector of ``K = prod(window)`` values
   (row-major over the window offsets), ``gate`` is ``w`` of shape ``(K,)``
