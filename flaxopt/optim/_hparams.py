@@ -15,9 +15,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
+# One copy of each shared helper (optim/_utils.py); these names are what the modules here use.
+from flaxopt.optim._utils import ScalarOrSchedule, compute_dtype, count0  # pylint: disable=unused-import
+from flaxopt.optim._utils import tree_map_none as tree_map  # pylint: disable=unused-import
+from flaxopt.optim._utils import tree_unzip as unzip  # pylint: disable=unused-import
+
 from flaxopt.optim import transform
 
-ScalarOrSchedule = Any  # float | 0-d array | optax.Schedule
 
 
 def concrete(value: Any) -> Optional[float]:
@@ -70,22 +74,6 @@ def lr_at(learning_rate: ScalarOrSchedule, count: jax.Array) -> Any:
   return learning_rate(count) if callable(learning_rate) else learning_rate
 
 
-def tree_map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
-  """``jax.tree.map`` over ``tree``; None leaves pass through as None."""
-  return jax.tree.map(lambda x, *r: None if x is None else fn(x, *r),
-                      tree, *rest, is_leaf=lambda x: x is None)
-
-
-def unzip(out: Any, like: Any, n: int) -> tuple[Any, ...]:
-  """Splits a tree (shaped like ``like``) of n-tuples into n trees."""
-  return tuple(tree_map(lambda _, o, i=i: o[i], like, out) for i in range(n))
-
-
-def compute_dtype(x: Any) -> jnp.dtype:
-  """``promote_types(dtype, float32)``: half-precision leaves are stepped in float32."""
-  return jnp.promote_types(jnp.result_type(x), jnp.float32)
-
-
 def scalar_dtype(tree: Any) -> jnp.dtype:
   """The widest compute dtype over a tree's leaves (for global scalars such as D)."""
   leaves = [x for x in jax.tree.leaves(tree) if x is not None]
@@ -102,10 +90,6 @@ def tree_vdot(a: Any, b: Any) -> jax.Array:
   return sum((jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))),
              0.0)
 
-
-def count0() -> jax.Array:
-  """A fresh int32 step counter."""
-  return jnp.zeros([], jnp.int32)
 
 
 increment = optax.safe_int32_increment

@@ -133,6 +133,11 @@ def compute_dtype(x: Any) -> jnp.dtype:
 # ----------------------------------------------------------------------------
 
 
+def count0() -> jax.Array:
+  """A fresh int32 step counter (incremented with ``optax.safe_int32_increment``)."""
+  return jnp.zeros([], jnp.int32)
+
+
 def tree_map_none(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
   """``jax.tree.map(fn, tree, *rest)``; None leaves of ``tree`` pass through as None."""
   return jax.tree.map(

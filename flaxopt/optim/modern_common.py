@@ -17,10 +17,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
+# One copy of each shared helper (optim/_utils.py); these names are what the modules here use.
+from flaxopt.optim._utils import ScalarLike, ScalarOrSchedule, compute_dtype, count0  # pylint: disable=unused-import
+from flaxopt.optim._utils import tree_map_none as leaf_map  # pylint: disable=unused-import
+from flaxopt.optim._utils import tree_unzip as unzip  # pylint: disable=unused-import
+
 __all__ = ["add_weight_decay", "AddWeightDecayState"]
 
-ScalarLike = Any  # float, or a 0-d array (e.g. from optax.inject_hyperparams).
-ScalarOrSchedule = Any  # float | 0-d array | optax.Schedule
 
 
 # ----------------------------------------------------------------------------
@@ -100,28 +103,8 @@ def check_learning_rate(learning_rate: ScalarOrSchedule) -> None:
 # ----------------------------------------------------------------------------
 
 
-def leaf_map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
-  """``jax.tree.map`` over ``tree``; None leaves pass through as None."""
-  return jax.tree.map(lambda x, *r: None if x is None else fn(x, *r),
-                      tree, *rest, is_leaf=lambda x: x is None)
-
-
-def unzip(out: Any, like: Any, n: int) -> tuple[Any, ...]:
-  """Splits a tree (shaped like ``like``) of n-tuples into n trees."""
-  return tuple(leaf_map(lambda _, o, i=i: o[i], like, out) for i in range(n))
-
-
-def compute_dtype(x: jax.Array) -> jnp.dtype:
-  """The dtype one step's arithmetic runs in: ``promote_types(x.dtype, float32)``."""
-  return jnp.promote_types(x.dtype, jnp.float32)
-
-
 def zeros(params: Any) -> Any:
   return leaf_map(jnp.zeros_like, params)
-
-
-def count0() -> jax.Array:
-  return jnp.zeros([], jnp.int32)
 
 
 def bias_correction(decay: ScalarLike, count: jax.Array, dtype) -> jax.Array:
