@@ -538,7 +538,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """Trains ``config`` in ``workdir`` (resuming from its newest checkpoint); returns summary.
 
   Args:
-    config: a training config (configs/*.py); missing fields take their defaults.
+    config: a training config (``configs/*.py``); missing fields take their defaults.
     workdir: the run's directory (created).
     hooks: test callbacks at exact points of the loop (``training/hooks.py``).
     handle_signals: SIGTERM / SIGINT save a checkpoint at the current step and return
