@@ -30,7 +30,10 @@ XS = jnp.asarray(RNG.normal(size=(16, 6)), jnp.float32)
 YS = jnp.asarray(RNG.integers(0, 3, 16))
 # First trial steps that suit a tiny MLP (second-order methods: 1.0, their natural step).
 LEARNING_RATES = {"sgd": 0.5, "momentum": 0.2, "nesterov": 0.2, "adagrad": 0.3,
-                  "adadelta": 1.0, "adafactor": 0.1}
+                  "adadelta": 1.0, "adafactor": 0.1, "shampoo": 0.005}
+# Constructor arguments an optimizer needs on this model: Muon orthogonalizes matrices only,
+# so the biases go to its AdamW through the mask (as its users configure it).
+KWARGS = {"muon": {"mask": "matrices"}}
 
 
 def _loss(model, x, y):
@@ -40,7 +43,8 @@ def _loss(model, x, y):
 def _make(name):
   model = fnnx.build_model({"name": "mlp", "width": 4, "depth": 1, "activation": "tanh"}, 3,
                            (6,), nnx.Rngs(0))
-  tx = registry.get("optimizer", name, learning_rate=LEARNING_RATES.get(name, 0.05))
+  tx = registry.get("optimizer", name, learning_rate=LEARNING_RATES.get(name, 0.05),
+                    **KWARGS.get(name, {}))
   return model, tx
 
 
