@@ -8,7 +8,6 @@ never an error.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any, Callable, Optional
 
 import jax
@@ -19,8 +18,10 @@ import optax
 from flaxopt.optim._utils import ScalarOrSchedule, compute_dtype, count0  # pylint: disable=unused-import
 from flaxopt.optim._utils import tree_map_none as tree_map  # pylint: disable=unused-import
 from flaxopt.optim._utils import tree_unzip as unzip  # pylint: disable=unused-import
+from flaxopt.optim._utils import check_in_range as check_range  # pylint: disable=unused-import
+from flaxopt.optim._utils import check_decay as check_beta  # pylint: disable=unused-import
+from flaxopt.optim._utils import check_int, check_nonneg, check_positive  # pylint: disable=unused-import
 
-from flaxopt.optim import transform
 
 
 
@@ -30,33 +31,6 @@ def concrete(value: Any) -> Optional[float]:
     return float(value)
   except (TypeError, ValueError):
     return None
-
-
-def check_range(name: str, value: Any, low: float, high: float, *,
-                low_open: bool = False, high_open: bool = True) -> None:
-  """ValueError naming ``name`` unless a concrete ``value`` lies in the interval (NaN fails)."""
-  transform.check_in_range(name, value, low, high, low_open=low_open, high_open=high_open)
-
-
-def check_beta(name: str, value: Any) -> None:
-  """``value`` in [0, 1)."""
-  check_range(name, value, 0.0, 1.0)
-
-
-def check_nonneg(name: str, value: Any) -> None:
-  """``value`` finite and >= 0."""
-  check_range(name, value, 0.0, math.inf)
-
-
-def check_positive(name: str, value: Any) -> None:
-  """``value`` finite and > 0."""
-  check_range(name, value, 0.0, math.inf, low_open=True)
-
-
-def check_int(name: str, value: Any, low: int) -> None:
-  """``value`` an integer >= ``low``."""
-  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-    raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
 
 
 def check_learning_rate(learning_rate: ScalarOrSchedule, *, allow_zero: bool = False) -> None:

@@ -53,7 +53,7 @@ def concrete(value: Any) -> Optional[np.ndarray]:
     return None
 
 
-def check_in_range(name: str, value: Any, low: float, high: float, *,
+def check_in_range(name: str, value: Any, low: float, high: float = float("inf"), *,
                    low_open: bool = False, high_open: bool = True) -> None:
   """Raises ValueError naming ``name`` unless every element of ``value`` is in range.
 
@@ -100,6 +100,15 @@ def check_positive_int(name: str, value: Any) -> None:
   """A Python int >= 1 (static: sizes and loop bounds are never traced)."""
   if not isinstance(value, int) or isinstance(value, bool) or value < 1:
     raise ValueError(f"{name} must be a positive int, got {value!r}.")
+
+
+def check_int(name: str, value: Any, low: int) -> None:
+  """A concrete integer (Python or 0-d array) >= ``low``; tracers are skipped."""
+  if isinstance(value, jax.core.Tracer):
+    return
+  v = concrete(value) if _is_number_like(value) else None
+  if v is None or v.ndim or not np.isfinite(v) or v != int(v) or v < low:
+    raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
 
 
 def check_learning_rate(learning_rate: ScalarOrSchedule) -> None:

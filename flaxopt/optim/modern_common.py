@@ -10,7 +10,6 @@ cannot be and are not.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -21,6 +20,9 @@ import optax
 from flaxopt.optim._utils import ScalarLike, ScalarOrSchedule, compute_dtype, count0  # pylint: disable=unused-import
 from flaxopt.optim._utils import tree_map_none as leaf_map  # pylint: disable=unused-import
 from flaxopt.optim._utils import tree_unzip as unzip  # pylint: disable=unused-import
+from flaxopt.optim._utils import check_in_range as check_range  # pylint: disable=unused-import
+from flaxopt.optim._utils import check_decay as check_beta  # pylint: disable=unused-import
+from flaxopt.optim._utils import check_int, check_learning_rate, check_nonneg, check_positive  # pylint: disable=unused-import
 
 __all__ = ["add_weight_decay", "AddWeightDecayState"]
 
@@ -41,65 +43,11 @@ def concrete(value: Any) -> Optional[float]:
     return None
 
 
-def check_range(name: str, value: Any, low: float, high: float = math.inf, *,
-                low_open: bool = False, high_open: bool = True) -> None:
-  """Raises ``ValueError`` naming ``name`` unless a concrete ``value`` lies in the range.
-
-  NaN is always out of range; ``high=inf`` with ``high_open`` rejects infinity.
-  """
-  v = concrete(value)
-  if v is None:
-    return
-  ok = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
-  if not ok:
-    lo, hi = "(" if low_open else "[", ")" if high_open else "]"
-    hint = ""
-    if getattr(value, "dtype", None) in (jnp.bfloat16, jnp.float16):
-      hint = (" (rounded to half precision: under optax.inject_hyperparams with "
-              "half-precision params, pass hyperparam_dtype=jnp.float32)")
-    raise ValueError(f"{name} must be in {lo}{low}, {high}{hi}, got {value!r}{hint}.")
-
-
-def check_nonneg(name: str, value: Any) -> None:
-  """``value`` in [0, inf)."""
-  check_range(name, value, 0.0)
-
-
-def check_positive(name: str, value: Any) -> None:
-  """``value`` in (0, inf)."""
-  check_range(name, value, 0.0, low_open=True)
-
-
-def check_beta(name: str, value: Any) -> None:
-  """``value`` in [0, 1)."""
-  check_range(name, value, 0.0, 1.0)
-
-
-def check_int(name: str, value: Any, low: int) -> None:
-  """A concrete integer (Python or 0-d array) >= ``low``; tracers are skipped."""
-  if isinstance(value, jax.core.Tracer):
-    return
-  v = concrete(value) if not isinstance(value, bool) else None
-  if v is None or v != int(v) or v < low:
-    raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
-
-
 def check_positive_int(name: str, value: Any) -> None:
   """A concrete integer >= 1 (tracers skipped)."""
   check_int(name, value, 1)
 
 
-def check_learning_rate(learning_rate: ScalarOrSchedule) -> None:
-  """A schedule, or a positive finite number (ValueError naming ``learning_rate``)."""
-  if learning_rate is None:
-    raise ValueError("learning_rate is required (a positive float or an optax "
-                     "schedule), got None.")
-  if not callable(learning_rate):
-    check_positive("learning_rate", learning_rate)
-
-
-# ----------------------------------------------------------------------------
-# Tree helpers.
 # ----------------------------------------------------------------------------
 
 
