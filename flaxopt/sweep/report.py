@@ -103,6 +103,7 @@ def setting_row(setting: Setting, summaries: Sequence[Optional[dict]],
   row = dict(setting.labels)
   row.update(
       test_accuracy=acc_mean, test_accuracy_std=acc_std,
+      # Test accuracy at each run's best *validation* evaluation (NaN without a validation split).
       best_test_accuracy=_mean_std([_num((summaries[i].get("best") or {}).get("test_accuracy"))
                                     for i in ok])[0],
       steps_to_target=_mean_std([float(h["step"]) for h in reached])[0],

@@ -149,7 +149,7 @@ BAD_FLAGS = [
                                   "Did you mean 'b2'? Valid: b1, b2,"),
     ("--config.batchsize=5", "batchsize=5: unknown field. Did you mean 'batch_size'?"),
     ("--config.model.widht=5", "model.widht=5: unknown field. Did you mean 'width'? Valid "
-                               "fields of section 'model': activation, channels,"),
+                               "fields of section 'model': activation, api, channels,"),
 ]
 
 

@@ -374,7 +374,7 @@ def test_conv_models_need_spatial_input():
 
 def test_default_config_fields():
   config = models.default_model_config()
-  expected = {"name": "cnn", "width": 100, "depth": None, "channels": 25, "residual": False,
+  expected = {"name": "cnn", "api": "linen", "width": 100, "depth": None, "channels": 25, "residual": False,
               "activation": "relu", "num_pieces": 2, "kernel_init": "standard_uniform",
               "norm": "none", "num_groups": 5, "pool": "none", "dropout": 0.0,
               "dropconnect": 0.0, "conv_channels": (32, 64), "kernel_size": 3,

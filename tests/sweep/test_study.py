@@ -4,6 +4,7 @@ repair of partial members and the worker-process path."""
 
 import csv
 import json
+import math
 import os
 
 import ml_collections
@@ -193,7 +194,8 @@ def test_resume_skips_finished_runs_and_reruns_missing_ones_in_a_worker(trained_
   summaries = [os.path.join(r.workdir, "summary.json") for r in first.trained]
   mtimes = [os.path.getmtime(p) for p in summaries]
   again = sweep.run_study(_tiny_study(), workdir, jobs=1, log=lambda *_: None)
-  timeless = lambda rows: [{k: v for k, v in r.items() if k != "seconds_to_target"}
+  nan_as_text = lambda v: "nan" if isinstance(v, float) and math.isnan(v) else v
+  timeless = lambda rows: [{k: nan_as_text(v) for k, v in r.items() if k != "seconds_to_target"}
                            for r in rows]  # another test redoes a run (other wall times)
   assert again.trained == [] and timeless(again.rows) == timeless(first.rows)
   assert [os.path.getmtime(p) for p in summaries] == mtimes
