@@ -36,6 +36,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 __all__ = [
     "DATA_AXIS",
+    "MemberPipeline",
     "Pipeline",
     "batch_indices",
     "check_batch_size",
@@ -76,7 +77,7 @@ def check_batch_size(batch_size: int, num_devices: int) -> int:
   return batch_size // num_devices
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=512)  # stacked runs read one epoch per member seed
 def epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
   """The order of epoch ``epoch``: ``default_rng((seed, epoch)).permutation(num_examples)``."""
   perm = np.random.default_rng((int(seed), int(epoch))).permutation(num_examples)
@@ -181,10 +182,36 @@ class Pipeline:
     x, y = self._gather(*self._data, idx)
     return {"x": x, "y": y}
 
-  def position(self, step: int) -> dict[str, int]:
+  def position(self, step: int, member: int = 0) -> dict[str, int]:
     """The pipeline position at ``step`` (saved with checkpoints, for the record)."""
+    del member  # one seed
     epoch, i = divmod(int(step), self.steps_per_epoch)
     return {"step": int(step), "epoch": epoch, "batch_in_epoch": i, "seed": self.seed}
+
+
+class MemberPipeline(Pipeline):
+  """The batches of K stacked runs with their own seeds: ``batch(step)`` is ``(K, batch, ...)``.
+
+  Member ``k``'s rows are exactly :class:`Pipeline`'s for ``seeds[k]`` (each member keeps the
+  data order of its solo run); the batch axis is sharded over the mesh's ``'data'`` axis and
+  the member axis is not. ``parallel='jit'`` only.
+  """
+
+  def __init__(self, x: np.ndarray, y: np.ndarray, *, batch_size: int, seeds: Sequence[int],
+               mesh: Optional[Mesh] = None, prefetch: int = 50):
+    super().__init__(x, y, batch_size=batch_size, seed=int(seeds[0]), parallel="jit",
+                     mesh=mesh, prefetch=prefetch)
+    self.seeds = tuple(int(s) for s in seeds)
+    self.index_sharding = NamedSharding(self.mesh, P(None, DATA_AXIS))
+    self._gather = jax.jit(_gather_steps, out_shardings=self.index_sharding)
+
+  def indices(self, step: int) -> np.ndarray:
+    """``(K, batch_size)`` rows at ``step``, one row of indices per member."""
+    return np.stack([batch_indices(s, step, self.num_examples, self.batch_size)
+                     for s in self.seeds])
+
+  def position(self, step: int, member: int = 0) -> dict[str, int]:
+    return {**super().position(step), "seed": self.seeds[member]}
 
 
 def _gather(x: jax.Array, y: jax.Array, idx: jax.Array) -> tuple[jax.Array, jax.Array]:

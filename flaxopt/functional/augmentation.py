@@ -71,6 +71,8 @@ def _per_axis(value: IntOrTuple, nd: int, name: str) -> tuple[int, ...]:
 
 def _check_number(name: str, value: Any, low: float = -float("inf"),
                   high: float = float("inf"), low_open: bool = False) -> None:
+  if any(isinstance(v, jax.core.Tracer) for v in (value, low, high)):
+    return  # traced (stacked runs): checked as a concrete config value before tracing
   ok = not isinstance(value, bool) and isinstance(value, numbers.Real)
   if ok:
     ok = (value > low if low_open else value >= low) and value <= high

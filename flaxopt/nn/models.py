@@ -97,9 +97,16 @@ def _wrap(c: LayerConfig, make_layer: Callable[..., nn.Module], name: str) -> nn
   return make_layer(name=name)
 
 
+def _enabled(rate: Any) -> bool:
+  """Whether a dropout / DropConnect layer exists: a rate > 0, or a traced rate (stacked
+  runs trace the rate of every member; the sweep stacks only members whose rates are all
+  > 0, so the layer structure never depends on a traced value)."""
+  return isinstance(rate, jax.core.Tracer) or rate > 0
+
+
 def _dense(c: LayerConfig, x: Array, features: int, name: str, train: bool) -> Array:
   init = registry.get("initializer", c.kernel_init)
-  if c.dropconnect > 0:
+  if _enabled(c.dropconnect):
     return DropConnectDense(features, rate=c.dropconnect, kernel_init=init,
                             name=name)(x, deterministic=not train)
   return _wrap(c, functools.partial(nn.Dense, features, kernel_init=init), name)(x)
@@ -133,7 +140,7 @@ def _downsample(c: LayerConfig, x: Array, name: str, train: bool) -> Array:
 
 
 def _drop(c: LayerConfig, x: Array, train: bool) -> Array:
-  return Dropout(c.dropout)(x, deterministic=not train) if c.dropout > 0 else x
+  return Dropout(c.dropout)(x, deterministic=not train) if _enabled(c.dropout) else x
 
 
 def _check_input(model: nn.Module, x: Array, min_ndim: int) -> None:

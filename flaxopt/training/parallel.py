@@ -69,10 +69,11 @@ class Parallel:
       return tree
     return jax.tree.map(lambda a: a[0], tree)
 
-  def zeros_sums(self) -> dict:
-    """Metric accumulators (summed per step on device, read every ``log_every`` steps)."""
-    sums = {k: jnp.zeros((), jnp.float32) for k in METRIC_KEYS + ("count",)}
-    return self.put(sums)
+  def zeros_sums(self, members: int = 0) -> dict:
+    """Metric accumulators (summed per step on device, read every ``log_every`` steps);
+    ``members > 0``: one per member of a stack, shape ``(members,)``."""
+    shape = (members,) if members else ()
+    return self.put({k: np.zeros(shape, np.float32) for k in METRIC_KEYS + ("count",)})
 
   # -- compilation -----------------------------------------------------------------------
   def compile_train(self, step_fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -88,6 +89,40 @@ class Parallel:
                      in_shardings=(self.replicated, self.batch_sharding, self.replicated),
                      out_shardings=(self.replicated, self.replicated))
     return jax.pmap(step_and_accumulate, axis_name=PMAP_AXIS, donate_argnums=(0, 2))
+
+  def compile_stacked_train(self, step_fn: Callable[..., Any], shared_batch: bool
+                            ) -> Callable[..., Any]:
+    """A stack's ``fn(state, batch, sums, hp, active) -> (state, sums)`` (``'jit'`` only).
+
+    ``step_fn(state, batch, hp) -> (state, metrics)`` is one member's step; it is vmapped over
+    the leading member axis of ``state``, ``sums``, ``hp`` (per-member hyperparameters) and
+    ``active`` (bool: frozen members keep their state and add nothing to their sums), and of
+    ``batch`` unless ``shared_batch`` (every member reads the same batch: one seed). The state
+    and sums are donated; the batch is sharded over ``'data'`` on its batch axis.
+    """
+    if self.mode != "jit":
+      raise ValueError("stacked runs need parallel='jit'")
+
+    def member(state, batch, sums, hp, active):
+      new, metrics = step_fn(state, batch, hp)
+      new = jax.tree.map(lambda n, o: jnp.where(active, n, o), new, state)
+      sums = {k: sums[k] + jnp.where(active, metrics[k] if k in metrics else 1.0, 0.0)
+              for k in sums}
+      return new, sums
+
+    stacked = jax.vmap(member, in_axes=(0, None if shared_batch else 0, 0, 0, 0))
+    batch_sharding = (self.batch_sharding if shared_batch
+                      else NamedSharding(self.mesh, P(None, DATA_AXIS)))
+    return jax.jit(stacked, donate_argnums=(0, 2),
+                   in_shardings=(self.replicated, batch_sharding, self.replicated,
+                                 self.replicated, self.replicated),
+                   out_shardings=(self.replicated, self.replicated))
+
+  def compile_stacked_eval(self, eval_fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn(params, batch_stats, chunk) -> sums`` vmapped over the members (one chunk)."""
+    return jax.jit(jax.vmap(eval_fn, in_axes=(0, 0, None)),
+                   in_shardings=(self.replicated, self.replicated, self.batch_sharding),
+                   out_shardings=self.replicated)
 
   def compile_eval(self, eval_fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn(params, batch_stats, chunk) -> sums`` (pmap: psum inside, device axis kept)."""

@@ -25,9 +25,10 @@ Batch = Mapping[str, jax.Array]
 
 
 def cross_entropy(logits: jax.Array, labels_onehot: jax.Array) -> jax.Array:
-  """Per-example softmax cross-entropy, ``-sum_c y_c log softmax(z)_c`` (in float32)."""
-  return optax.softmax_cross_entropy(logits.astype(jnp.float32),
-                                     labels_onehot.astype(jnp.float32))
+  """Per-example softmax cross-entropy, ``-sum_c y_c log softmax(z)_c`` (in float32, or in
+  the logits' dtype when wider: float64 runs stay float64)."""
+  dtype = jnp.promote_types(logits.dtype, jnp.float32)
+  return optax.softmax_cross_entropy(logits.astype(dtype), labels_onehot.astype(dtype))
 
 
 def step_rngs(rng: jax.Array, step: jax.Array, axis_name: Optional[str] = None) -> dict:

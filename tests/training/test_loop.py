@@ -128,6 +128,22 @@ def test_schedules(name, expected):
   np.testing.assert_allclose(got, expected, atol=1e-7)
 
 
+@pytest.mark.parametrize("name,reference", [
+    ("cosine", lambda lr, steps, warmup: optax.cosine_decay_schedule(lr, steps)),
+    ("warmup_cosine", lambda lr, steps, warmup: optax.warmup_cosine_decay_schedule(
+        0.0, lr, warmup, steps)),
+])
+def test_schedules_match_optax(name, reference):
+  lr, steps, warmup = 0.3, 100, 7
+  config = _config(**{"optimizer.learning_rate": lr, "optimizer.schedule": name,
+                      "optimizer.warmup_steps": warmup})
+  ours = loop.make_schedule(config.optimizer, steps)
+  theirs = reference(lr, steps, warmup)
+  counts = np.arange(0, steps + 20)
+  np.testing.assert_allclose(jax.vmap(ours)(counts), jax.vmap(theirs)(counts), rtol=1e-6,
+                             atol=1e-7)
+
+
 def test_optimizer_kwargs_are_passed_through():
   config = _config(**{"optimizer.name": "momentum", "optimizer.momentum": 0.5})
   tx = loop.make_optimizer(config.optimizer, 0.1)
