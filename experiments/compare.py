@@ -3,7 +3,7 @@ r"""Runs a study: config axes x seeds (x a learning-rate grid) -> a leaderboard 
 ::
 
   python -m experiments.compare --config=configs/studies/optimizers.py --workdir=runs/opt \
-      --jobs=2 --report_dir=docs/studies --image_dir=docs/images
+      --jobs=2 --max_members=16 --report_dir=docs/studies --image_dir=docs/images
 
   # Any training config works as the base; axes, variants and seeds come from flags:
   python -m experiments.compare --config=configs/default.py --workdir=runs/x \
@@ -38,8 +38,11 @@ _VARIANTS = flags.DEFINE_multi_string(
     "variants", None, "'label: field=value; field=value' (repeatable); replaces the study's.")
 _SEEDS = flags.DEFINE_string("seeds", None, "'0,1,2' or 'a:b'; replaces the study's seeds.")
 _LR_GRID = flags.DEFINE_string("lr_grid", None, "'lo:hi:n' (log-spaced) or 'v1,v2'; '' none.")
-_JOBS = flags.DEFINE_integer("jobs", 1, "Runs at a time, each in its own process (1: in this "
-                             "process).")
+_JOBS = flags.DEFINE_integer("jobs", 1, "Stacks at a time, each in its own process (1: in "
+                             "this process).")
+_MAX_MEMBERS = flags.DEFINE_integer(
+    "max_members", 16, "Runs trained together as one vmapped stack (same model and optimizer, "
+    "other seeds / numeric hyperparameters); 1 trains every run solo.")
 _NAME = flags.DEFINE_string("name", None, "Leaderboard / image name (default: the study's name "
                             "or the workdir's basename).")
 _REPORT_DIR = flags.DEFINE_string("report_dir", None,
@@ -80,6 +83,7 @@ def main(argv):
         study_from_flags(), _WORKDIR.value, jobs=_JOBS.value, report_dir=_REPORT_DIR.value,
         image_dir=_IMAGE_DIR.value, name=_NAME.value, jax_cache_dir=_JAX_CACHE.value,
         report_only=_REPORT_ONLY.value, dry_run=_DRY_RUN.value,
+        max_members=_MAX_MEMBERS.value,
         xla_flags=execute.worker_xla_flags(os.environ.get("XLA_FLAGS", "")))
   except ValueError as e:
     print(f"error: {' '.join(str(e).split())}", file=sys.stderr)

@@ -16,6 +16,15 @@ whose files are partial. Each member's workdir is inspected first (:func:`inspec
 
 Nothing is deleted: what a repair replaces is renamed ``*.partial`` (``.partial.1``, ...).
 Same seed, same result, so a redone member ends where the lost one would have.
+
+Stacks (:func:`group_stacks`): runs whose configs differ only in seed and numeric
+hyperparameters (``flaxopt.training.members``) train together as one vmapped program of at
+most ``max_members`` members (``training.train_stack``); each member still trains in its own
+workdir with a solo run's files. What cannot stack (another architecture, another optimizer
+name, ...) trains in its own stack, and the reason is logged once per group. A stack that runs
+out of memory is split in half and retried; one that cannot be traced with per-member values
+(an optimizer branching on a hyperparameter's value) trains its members solo, reason logged.
+``jobs > 1`` spreads the stacks over worker processes.
 """
 
 from __future__ import annotations
@@ -33,8 +42,8 @@ import ml_collections
 
 from flaxopt.sweep import plan as plan_lib
 
-__all__ = ["FINISHED", "MemberState", "execute", "inspect_member", "load_json",
-           "repair_member", "scan_metrics", "worker_xla_flags"]
+__all__ = ["FINISHED", "MemberState", "execute", "group_stacks", "inspect_member",
+           "load_json", "repair_member", "scan_metrics", "train_group", "worker_xla_flags"]
 
 FINISHED = ("completed", "early_stopped", "diverged")
 # Forces several host devices; stripped for worker processes (one CPU device per run).
@@ -177,29 +186,99 @@ def configure_jax(jax_cache_dir: str) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
 
 
-def train_one(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains one run; returns ``{'summary': ...}`` or ``{'error': message}`` (never raises)."""
+def group_stacks(runs: Sequence[plan_lib.Run], max_members: int,
+                 log: Callable[[str], None] = print) -> list[list[plan_lib.Run]]:
+  """The runs in stacks of at most ``max_members``: equal ``members.stack_key``, in order.
+
+  A stack takes runs of one key in their given order; a key with more runs than
+  ``max_members`` becomes several stacks of near-equal size. Keys that differ only in the
+  fields that cannot stack are logged once, naming the first such field.
+  """
+  if int(max_members) <= 0:
+    raise ValueError(f"max_members={max_members!r}: must be >= 1")
+  from flaxopt.training import members  # pylint: disable=g-import-not-at-top
+  groups: dict[str, list[plan_lib.Run]] = {}
+  for r in runs:
+    groups.setdefault(members.stack_key(r.config), []).append(r)
+  firsts = [g[0] for g in groups.values()]
+  for a, b in zip(firsts, firsts[1:]):
+    log(f"{b.workdir} trains apart from {a.workdir}: "
+        f"{members.stack_problem([a.config, b.config])}.")
+  stacks = []
+  for group in groups.values():
+    n = -(-len(group) // int(max_members))
+    size = -(-len(group) // n)
+    stacks += [group[i:i + size] for i in range(0, len(group), size)]
+  return stacks
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+  text = f"{type(error).__name__} {error}"
+  return isinstance(error, MemoryError) or "RESOURCE_EXHAUSTED" in text or \
+      "Out of memory" in text
+
+
+def _is_untraceable(error: BaseException) -> bool:
+  import jax  # pylint: disable=g-import-not-at-top
+  return isinstance(error, (jax.errors.TracerBoolConversionError,
+                            jax.errors.ConcretizationTypeError,
+                            jax.errors.TracerIntegerConversionError))
+
+
+def _failure(error: BaseException, t0: float) -> dict:
+  return {"error": f"{type(error).__name__}: {' '.join(str(error).split())[:500]}",
+          "seconds": time.time() - t0}
+
+
+def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str],
+                log: Callable[[str], None] = print) -> list[dict]:
+  """Trains one stack; per member ``{'summary', 'seconds'}`` or ``{'error'}`` (never raises).
+
+  Out of memory: the stack is split in half and each half retried (down to solo runs).
+  Not traceable with per-member values: the members train solo, the reason logged.
+  """
   from flaxopt import training  # pylint: disable=g-import-not-at-top
   t0 = time.time()
   try:
-    summary = training.train_and_evaluate(config, workdir)
-    return {"summary": summary, "seconds": time.time() - t0}
+    if len(configs) == 1:
+      summaries = [training.train_and_evaluate(configs[0], workdirs[0])]
+    else:
+      summaries = training.train_stack(list(configs), list(workdirs))
+    seconds = time.time() - t0
+    return [{"summary": s, "seconds": seconds, "members": len(configs)} for s in summaries]
   except Exception as e:  # pylint: disable=broad-except
-    return {"error": f"{type(e).__name__}: {' '.join(str(e).split())[:500]}",
-            "seconds": time.time() - t0}
+    if len(configs) > 1 and (_is_out_of_memory(e) or _is_untraceable(e)):
+      why = "out of memory" if _is_out_of_memory(e) else f"not traceable per member ({e})"
+      half = len(configs) // 2 if _is_out_of_memory(e) else 1
+      log(f"stack of {len(configs)} ({workdirs[0]}, ...): {' '.join(why.split())[:300]}; "
+          f"training it in stacks of {half}.")
+      out = []
+      for i in range(0, len(configs), half):
+        out += train_group(configs[i:i + half], workdirs[i:i + half], log)
+      return out
+    return [_failure(e, t0)] * len(configs)
+
+
+def train_one(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains one run; returns ``{'summary': ...}`` or ``{'error': message}`` (never raises)."""
+  return train_group([config], [workdir])[0]
 
 
 def execute(runs: Sequence[plan_lib.Run], jobs: int = 1, jax_cache_dir: str = "",
             log: Callable[[str], None] = print,
-            xla_flags: Optional[str] = None) -> list[plan_lib.Run]:
+            xla_flags: Optional[str] = None, max_members: int = 1) -> list[plan_lib.Run]:
   """Trains the runs that are not done (repairing partial ones); returns them.
 
   Every run's workdir is checked first (``plan.check_resumable``: another config's run is a
-  ConfigError before anything trains), then inspected and repaired. A run that raises is
-  logged with its error and left unfinished, so the next call tries it again; the others go
-  on. ``jobs > 1`` trains that many runs at a time in spawned worker processes whose
-  ``XLA_FLAGS`` is ``xla_flags`` (None: inherited; see :func:`worker_xla_flags`).
+  ConfigError before anything trains), then inspected and repaired. The runs to train are
+  grouped into stacks of at most ``max_members`` (:func:`group_stacks`; 1: every run solo).
+  A run that raises is logged with its error and left unfinished, so the next call tries it
+  again; the others go on. ``jobs > 1`` trains that many stacks at a time in spawned worker
+  processes whose ``XLA_FLAGS`` is ``xla_flags`` (None: inherited; see
+  :func:`worker_xla_flags`).
   """
+  if int(max_members) <= 0:
+    raise ValueError(f"max_members={max_members!r}: must be >= 1")
   for r in runs:
     plan_lib.check_resumable(r)
   todo = []
@@ -219,35 +298,44 @@ def execute(runs: Sequence[plan_lib.Run], jobs: int = 1, jax_cache_dir: str = ""
     log(f"{len(runs) - len(todo)} of {len(runs)} runs already done (summary.json), skipped.")
   if not todo:
     return []
+  stacks = group_stacks(todo, max_members, log) if max_members > 1 else [[r] for r in todo]
+  if max_members > 1:
+    log(f"{len(todo)} runs in {len(stacks)} stack(s) of up to {max_members} members.")
   errors = []
+  done = [0]
 
-  def report(i: int, run: plan_lib.Run, result: dict) -> None:
-    if "error" in result:
-      errors.append((run, result["error"]))
-      log(f"[{i}/{len(todo)}] {run.workdir}: ERROR {result['error']}")
-      return
-    s = result["summary"]
-    acc = (s.get("final") or {}).get("test_accuracy")
-    acc_text = f"test accuracy {acc:.4f}" if isinstance(acc, float) else "no evaluation"
-    log(f"[{i}/{len(todo)}] {run.workdir}: {s['status']}, {acc_text} "
-        f"({result['seconds']:.0f} s)")
+  def report(stack: list, results: list) -> None:
+    for run, result in zip(stack, results):
+      done[0] += 1
+      if "error" in result:
+        errors.append((run, result["error"]))
+        log(f"[{done[0]}/{len(todo)}] {run.workdir}: ERROR {result['error']}")
+        continue
+      s = result["summary"]
+      acc = (s.get("final") or {}).get("test_accuracy")
+      acc_text = f"test accuracy {acc:.4f}" if isinstance(acc, float) else "no evaluation"
+      stacked = f", stack of {result['members']}" if result.get("members", 1) > 1 else ""
+      log(f"[{done[0]}/{len(todo)}] {run.workdir}: {s['status']}, {acc_text} "
+          f"({result['seconds']:.0f} s{stacked})")
 
+  args = lambda stack: ([r.config for r in stack], [r.workdir for r in stack])
   if jobs <= 1:
     configure_jax(jax_cache_dir)
-    for i, run in enumerate(todo, 1):
-      report(i, run, train_one(run.config, run.workdir))
+    for stack in stacks:
+      report(stack, train_group(*args(stack), log=log))
   else:
     ctx = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(
-        max_workers=min(jobs, len(todo)), mp_context=ctx, initializer=_worker_init,
+        max_workers=min(jobs, len(stacks)), mp_context=ctx, initializer=_worker_init,
         initargs=(jax_cache_dir, xla_flags)) as pool:
-      futures = {pool.submit(train_one, r.config, r.workdir): r for r in todo}
-      for i, future in enumerate(concurrent.futures.as_completed(futures), 1):
+      futures = {pool.submit(train_group, *args(stack), log=print): stack for stack in stacks}
+      for future in concurrent.futures.as_completed(futures):
+        stack = futures[future]
         try:
-          result = future.result()
+          results = future.result()
         except Exception as e:  # pylint: disable=broad-except  (a worker died)
-          result = {"error": f"worker process failed: {type(e).__name__}: {e}"}
-        report(i, futures[future], result)
+          results = [{"error": f"worker process failed: {type(e).__name__}: {e}"}] * len(stack)
+        report(stack, results)
   if errors:
     log(f"{len(errors)} run(s) failed; they have no summary.json and run again next time.")
   return todo

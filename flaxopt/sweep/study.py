@@ -76,7 +76,8 @@ def run_study(study: ml_collections.ConfigDict, workdir: str, *, jobs: int = 1,
               report_dir: Optional[str] = None, image_dir: Optional[str] = None,
               name: Optional[str] = None, jax_cache_dir: str = "",
               log: Callable[[str], None] = print, report_only: bool = False,
-              dry_run: bool = False, xla_flags: Optional[str] = None) -> Optional[StudyResult]:
+              dry_run: bool = False, xla_flags: Optional[str] = None,
+              max_members: int = 1) -> Optional[StudyResult]:
   """Runs (or resumes) the study in ``workdir``; writes the leaderboard and plots.
 
   ``report_only``: train nothing, report the runs present. ``dry_run``: validate every
@@ -87,6 +88,8 @@ def run_study(study: ml_collections.ConfigDict, workdir: str, *, jobs: int = 1,
     ConfigError: for a study that cannot run (bad axes, unknown fields, a config the
       training loop rejects), before anything trains or is written.
   """
+  if int(max_members) <= 0:
+    raise ConfigError(f"max_members={max_members!r}: must be >= 1")
   study = spec_lib.as_study(study)
   base = study.base
   settings = spec_lib.make_settings(list(study.axes), list(study.variants))
@@ -109,7 +112,7 @@ def run_study(study: ml_collections.ConfigDict, workdir: str, *, jobs: int = 1,
     return None
 
   def execute(runs):
-    return execute_lib.execute(runs, jobs, jax_cache_dir, log, xla_flags)
+    return execute_lib.execute(runs, jobs, jax_cache_dir, log, xla_flags, max_members)
 
   run = None if report_only else execute
   trained: list[plan_lib.Run] = []
