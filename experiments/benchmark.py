@@ -31,6 +31,11 @@ Sections (``--sections``, comma-separated, default all):
 * ``scaling``     steps/s of the MLP (batch 512) over 1, 2, 4 forced CPU devices, jit and
                   pmap, each in a subprocess with a hard timeout (docs/design.md: conv
                   all-reduces hang on forced devices, so dense only).
+* ``stacked``     (not in the default list) member-steps/s of stacks of ``--stacked_members``
+                  runs (seeds x learning rates, the loop's vmapped step) against one solo run,
+                  interleaved, MNIST-1D CNN and MLP at batch 100 (``bench/stacked.py``).
+* ``stacked_study`` (not in the default list) the wall time of a 16-run study through
+                  ``experiments.compare`` with ``--max_members=16`` vs ``--max_members=1``.
 
 Usage::
 
@@ -92,6 +97,15 @@ _SCALING_STEPS = flags.DEFINE_integer("scaling_steps", _D.scaling_steps,
                                       "Timed steps per scaling worker.")
 _SCALING_TIMEOUT = flags.DEFINE_integer("scaling_timeout", _D.scaling_timeout,
                                         "Seconds before a scaling worker is killed.")
+_STACKED_MEMBERS = flags.DEFINE_list("stacked_members", [str(k) for k in _D.stacked_members],
+                                     "Stack sizes K, section stacked.")
+_STACKED_MODELS = flags.DEFINE_list("stacked_models", list(_D.stacked_models),
+                                    "MNIST-1D models, sections stacked and stacked_study.")
+_STACKED_STUDY_STEPS = flags.DEFINE_integer("stacked_study_steps", _D.stacked_study_steps,
+                                            "Steps of each run of the 16-run study.")
+_STACKED_STUDY_REPEATS = flags.DEFINE_integer("stacked_study_repeats",
+                                              _D.stacked_study_repeats,
+                                              "Alternating repeats of each study command.")
 _TORCH = flags.DEFINE_bool("torch", _D.torch, "Run the PyTorch comparisons (if torch imports).")
 _TORCH_1THREAD = flags.DEFINE_bool("torch_1thread", _D.torch_1thread,
                                    "Also time PyTorch with 1 thread.")
@@ -115,6 +129,9 @@ def options_from_flags() -> options_lib.Options:
       e2e_args=tuple(_E2E_ARGS.value), e2e_torch_threads=_E2E_TORCH_THREADS.value,
       scaling_devices=_ints(_SCALING_DEVICES.value), scaling_steps=_SCALING_STEPS.value,
       scaling_timeout=_SCALING_TIMEOUT.value, torch=_TORCH.value,
+      stacked_members=_ints(_STACKED_MEMBERS.value), stacked_models=tuple(_STACKED_MODELS.value),
+      stacked_study_steps=_STACKED_STUDY_STEPS.value,
+      stacked_study_repeats=_STACKED_STUDY_REPEATS.value,
       torch_1thread=_TORCH_1THREAD.value)
 
 

@@ -41,12 +41,17 @@ class Options:
   scaling_devices: tuple[int, ...] = (1, 2, 4)  # forced CPU devices
   scaling_steps: int = 300  # timed steps per scaling worker
   scaling_timeout: int = 120  # seconds before a scaling worker is killed
+  stacked_members: tuple[int, ...] = (1, 4, 16, 64)  # stack sizes K, stacked
+  stacked_models: tuple[str, ...] = ("mlp", "cnn")  # MNIST-1D models, stacked + stacked_study
+  stacked_study_steps: int = 1000  # training steps of each of a study's 16 runs
+  stacked_study_repeats: int = 2  # alternating repeats of each study command
   torch: bool = True  # run the PyTorch comparisons (if torch imports)
   torch_1thread: bool = True  # also time PyTorch with 1 thread (see torch_thread_variants)
 
   def __post_init__(self):
     for field in ("rounds", "ops_rounds", "e2e_repeats", "e2e_steps", "e2e_eval_every",
-                  "scaling_steps", "scaling_timeout"):
+                  "scaling_steps", "scaling_timeout", "stacked_study_steps",
+                  "stacked_study_repeats"):
       if getattr(self, field) < 1:
         raise ValueError(f"{field}={getattr(self, field)}: must be at least 1")
     if not self.round_s > 0:

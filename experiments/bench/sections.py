@@ -11,6 +11,7 @@ from experiments.bench import ops
 from experiments.bench import optimizers
 from experiments.bench import options
 from experiments.bench import report
+from experiments.bench import stacked
 from experiments.bench import train
 from experiments.bench.timing import load
 
@@ -29,6 +30,9 @@ SECTIONS: Mapping[str, Section] = {
     "end_to_end": lambda o, r: end_to_end.bench_end_to_end(o, train.load_mnist1d()),
     "scaling": lambda o, r: train.bench_scaling(o.scaling_devices, o.scaling_steps,
                                                 o.scaling_timeout),
+    "stacked": lambda o, r: stacked.bench_stacked(o.stacked_models, o.stacked_members, 100, o),
+    "stacked_study": lambda o, r: stacked.bench_stacked_study(
+        o.stacked_models, o.stacked_study_steps, o.stacked_study_repeats),
 }
 DEFAULT_SECTIONS = ("bandwidth", "optimizers", "torch_adam", "ops", "memory", "train_step",
                     "end_to_end", "scaling")

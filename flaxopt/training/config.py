@@ -183,6 +183,8 @@ LOOP_FIELDS: Mapping[str, Field] = {
     "max_to_keep": _count(2, doc="checkpoints kept (>= 1, or nothing could resume)"),
     "parallel": Field(str, "jit", choices=_parallel_modes,
                       doc="jit (mesh + NamedSharding) | pmap"),
+    "stack_lowering": Field(str, "auto", choices=lambda: ("auto",) + tuple(_members().LOWERINGS),
+                            doc="stacked runs: auto | vmap | unroll (training/members.py)"),
     "optimizer.name": Field(str, "adam", family="optimizer"),
     "optimizer.learning_rate": Field(float, 1e-2, low=0.0, low_open=True),
     "optimizer.schedule": Field(str, "constant", choices=_schedules,
@@ -246,6 +248,11 @@ _MODEL_RANGES: Mapping[str, dict[str, Any]] = {
     "dense_widths": dict(kind=int, sequence=True, low=1),
     "kernel_size": dict(low=1),
 }
+
+
+def _members():
+  from flaxopt.training import members  # pylint: disable=g-import-not-at-top
+  return members
 
 
 def _init_lib():

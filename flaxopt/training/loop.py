@@ -249,7 +249,9 @@ def _prepare(configs) -> Setup:
                 hp=members_lib.hyperparameters(configs))
   if setup.stacked:
     setup.train_fn = _stacked_train_fn(setup)
-    setup.eval_fn = par.compile_stacked_eval(eval_fn)
+    setup.eval_fn = par.compile_stacked_eval(
+        eval_fn, members=setup.num_members,
+        lowering=members_lib.lowering(config, jax.default_backend()))
   else:
     step_fn = functools.partial(
         steps_lib.train_step, apply_fn=model.apply, tx=tx, num_classes=ds.num_classes,
@@ -273,7 +275,9 @@ def _stacked_train_fn(setup: Setup) -> Callable[..., Any]:
                                 augment_fn=p["augment_fn"])
 
   shared = not isinstance(setup.pipe, pipeline_lib.MemberPipeline)
-  compiled = setup.par.compile_stacked_train(member_step, shared_batch=shared)
+  compiled = setup.par.compile_stacked_train(
+      member_step, shared_batch=shared, members=setup.num_members,
+      lowering=members_lib.lowering(config, jax.default_backend()))
   hp = setup.par.put({f: np.asarray(v, jnp.asarray(0.0).dtype) for f, v in setup.hp.items()})
   return lambda state, batch, sums, active: compiled(state, batch, sums, hp, active)
 

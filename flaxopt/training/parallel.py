@@ -90,8 +90,8 @@ class Parallel:
                      out_shardings=(self.replicated, self.replicated))
     return jax.pmap(step_and_accumulate, axis_name=PMAP_AXIS, donate_argnums=(0, 2))
 
-  def compile_stacked_train(self, step_fn: Callable[..., Any], shared_batch: bool
-                            ) -> Callable[..., Any]:
+  def compile_stacked_train(self, step_fn: Callable[..., Any], shared_batch: bool,
+                            lowering: str = "vmap", members: int = 0) -> Callable[..., Any]:
     """A stack's ``fn(state, batch, sums, hp, active) -> (state, sums)`` (``'jit'`` only).
 
     ``step_fn(state, batch, hp) -> (state, metrics)`` is one member's step; it is vmapped over
@@ -99,6 +99,8 @@ class Parallel:
     ``active`` (bool: frozen members keep their state and add nothing to their sums), and of
     ``batch`` unless ``shared_batch`` (every member reads the same batch: one seed). The state
     and sums are donated; the batch is sharded over ``'data'`` on its batch axis.
+    ``lowering``: 'vmap', or 'unroll' (``members`` separate calls in one program; see
+    ``training/members.py``'s LOWERINGS).
     """
     if self.mode != "jit":
       raise ValueError("stacked runs need parallel='jit'")
@@ -110,7 +112,9 @@ class Parallel:
               for k in sums}
       return new, sums
 
-    stacked = jax.vmap(member, in_axes=(0, None if shared_batch else 0, 0, 0, 0))
+    in_axes = (0, None if shared_batch else 0, 0, 0, 0)
+    stacked = (jax.vmap(member, in_axes=in_axes) if lowering == "vmap"
+               else _unrolled(member, in_axes, members))
     batch_sharding = (self.batch_sharding if shared_batch
                       else NamedSharding(self.mesh, P(None, DATA_AXIS)))
     return jax.jit(stacked, donate_argnums=(0, 2),
@@ -118,9 +122,12 @@ class Parallel:
                                  self.replicated, self.replicated),
                    out_shardings=(self.replicated, self.replicated))
 
-  def compile_stacked_eval(self, eval_fn: Callable[..., Any]) -> Callable[..., Any]:
+  def compile_stacked_eval(self, eval_fn: Callable[..., Any], lowering: str = "vmap",
+                           members: int = 0) -> Callable[..., Any]:
     """``fn(params, batch_stats, chunk) -> sums`` vmapped over the members (one chunk)."""
-    return jax.jit(jax.vmap(eval_fn, in_axes=(0, 0, None)),
+    stacked = (jax.vmap(eval_fn, in_axes=(0, 0, None)) if lowering == "vmap"
+               else _unrolled(eval_fn, (0, 0, None), members))
+    return jax.jit(stacked,
                    in_shardings=(self.replicated, self.replicated, self.batch_sharding),
                    out_shardings=self.replicated)
 
@@ -140,3 +147,13 @@ class Parallel:
     if self.mode == "jit" and not a.is_fully_addressable:
       return a.addressable_data(0)
     return a
+
+
+def _unrolled(fn: Callable[..., Any], in_axes: tuple, members: int) -> Callable[..., Any]:
+  """``vmap(fn, in_axes)`` as ``members`` separate calls in one program (each member's
+  computation is the solo program's; outputs stacked on a new leading axis)."""
+  def stacked(*args):
+    outs = [fn(*[a if ax is None else jax.tree.map(lambda x, k=k: x[k], a)
+                 for a, ax in zip(args, in_axes)]) for k in range(members)]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+  return stacked

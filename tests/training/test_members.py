@@ -81,6 +81,15 @@ def test_rates_stack_when_every_member_has_the_layer():
   np.testing.assert_array_equal(hp["model.dropout"], [0.1, 0.4])
 
 
+@pytest.mark.parametrize("model,backend,choice,want", [
+    ("cnn", "cpu", "auto", "unroll"), ("convnet", "cpu", "auto", "unroll"),
+    ("mlp", "cpu", "auto", "vmap"), ("cnn", "gpu", "auto", "vmap"),
+    ("mlp", "cpu", "unroll", "unroll"), ("cnn", "cpu", "vmap", "vmap")])
+def test_lowering(model, backend, choice, want):
+  assert members.lowering(_config(**{"model.name": model, "stack_lowering": choice}),
+                          backend) == want
+
+
 def test_train_stack_rejects_an_unstackable_stack_before_work(tmp_path):
   configs = [_config(), _config(**{"model.width": 32})]
   with pytest.raises(ConfigError, match="model.width differs"):
@@ -121,6 +130,8 @@ FIELDS = {
     "augment_noise": ({"augment.ops": "gaussian_noise"},
                       {"augment.gaussian_noise": {"stddev": 0.3}}),
     "augment_mixup": ({"augment.ops": "mixup"}, {"augment.mixup": {"alpha": 0.7}}),
+    "unrolled_seed_and_lr": ({"stack_lowering": "unroll"},
+                             {"seed": 2, "optimizer.learning_rate": 0.2}),
     "warmup_cosine_lr": ({"optimizer.schedule": "warmup_cosine", "optimizer.warmup_steps": 10},
                          {"optimizer.learning_rate": 0.2}),
 }
