@@ -58,8 +58,15 @@ def _scaling_table(section: dict) -> str:
   return "\n".join(lines)
 
 
-# benchmark results section -> its README table (experiments/bench/report.py writes the file).
-BENCH_TABLES = {"scaling": _scaling_table}
+def _bench_tables() -> dict:
+  """Benchmark results section -> its README table (experiments/bench/report.py writes the
+  file; experiments/bench/tables.py formats the sections it shares with the report)."""
+  sys.path.insert(0, str(ROOT))
+  from experiments.bench import tables  # pylint: disable=g-import-not-at-top
+  return {"scaling": _scaling_table, **tables.TABLES}
+
+
+BENCH_TABLES = _bench_tables()
 
 
 def _expand(text: str, section: pathlib.Path) -> str:

@@ -14,6 +14,7 @@ import numpy as np
 import optax
 
 from experiments.bench import options
+from experiments.bench import tables
 from experiments.bench.timing import load
 
 
@@ -136,23 +137,9 @@ def markdown(results: Mapping[str, Any]) -> str:
                      f"{_fmt(s.get('steps_per_sec'), 0)} | {r['maxrss_bytes'] / 2**20:.0f} | "
                      f"{_fmt((s.get('final') or {}).get('test_accuracy'), 3)} |")
     lines.append("")
-  st = results.get("stacked")
-  if st:
-    lines.append("| MNIST-1D model, batch | candidate | member-steps/s | gain over solo |")
-    lines.append("|---|---|---:|---:|")
-    for key, row in st.items():
-      for name, sps in row["member_steps_per_sec"].items():
-        lines.append(f"| {key} | {name} | {sps:.0f} | {row['gain_over_solo'][name]:.2f}x |")
-    lines.append("")
-  ss = results.get("stacked_study")
-  if ss:
-    lines.append("| 16-run study | --max_members=16 s | --max_members=1 s | speedup |")
-    lines.append("|---|---:|---:|---:|")
-    for model, row in ss.items():
-      med = row["median_s"]
-      lines.append(f"| {model}, {row['steps']} steps each | {med['max_members_16']:.1f} | "
-                   f"{med['max_members_1']:.1f} | {row['speedup']:.2f}x |")
-    lines.append("")
+  for name, table in tables.TABLES.items():
+    if results.get(name):
+      lines += [table(results[name]), ""]
   sc = results.get("scaling")
   if sc:
     lines.append("| parallel | devices | steps/s |")

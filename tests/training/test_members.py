@@ -6,8 +6,8 @@ that every member of a stack follows its solo run.
   in the loss of each of 50 steps and in the whole state after them;
 * float32 through the whole loop: each member's train loss within 1e-4 relative of its solo
   run over 200 steps, the same divergence and early-stopping verdicts, the same files;
-* interrupted between two members' checkpoints and rerun: every member ends with the
-  metrics of the uninterrupted stack.
+* killed (SIGKILL) between two members' checkpoint saves and rerun: every member ends with
+  the metrics of the uninterrupted stack.
 
 The tests run under the 4-device mesh of conftest (members replicated, batch sharded).
 """
@@ -15,6 +15,9 @@ The tests run under the 4-device mesh of conftest (members replicated, batch sha
 import dataclasses
 import json
 import os
+import signal
+import subprocess
+import sys
 from typing import Any
 
 import jax
@@ -25,7 +28,6 @@ from configs import tiny
 from flaxopt.training import loop
 from flaxopt.training import members
 from flaxopt.training.config import ConfigError
-from flaxopt.training.hooks import Hooks
 
 
 def _config(**overrides: Any):
@@ -261,33 +263,48 @@ def test_members_write_the_files_of_a_solo_run(solo_and_stack):
       assert want >= SOLO_FILES - {"tensorboard"}
 
 
-class _FailAtSave(Hooks):
-  """Raises at the ``nth`` checkpoint save at ``step`` (earlier members of the stack saved)."""
+_KILL_BETWEEN_SAVES = r"""
+import json, os, signal, sys
+import ml_collections
+from flaxopt.training import loop
+from flaxopt.training.hooks import Hooks
 
-  def __init__(self, step: int, nth: int):
-    self.step, self.nth, self.seen = step, nth, 0
+class KillAtSecondSave(Hooks):  # SIGKILL after member 0 saved step 60, before member 1
+  seen = 0
+  def before_save(self, step):
+    if step == 60:
+      KillAtSecondSave.seen += 1
+      if KillAtSecondSave.seen == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
 
-  def before_save(self, step: int) -> None:
-    if step == self.step:
-      self.seen += 1
-      if self.seen == self.nth:
-        raise KeyboardInterrupt(f"killed at the save of member {self.nth - 1}")
+configs, dirs = json.load(open(sys.argv[1]))
+loop.train_stack([ml_collections.ConfigDict(c) for c in configs], dirs,
+                 hooks=KillAtSecondSave())
+"""
 
 
-def test_interrupted_between_members_saves_resumes_to_the_same_metrics(tmp_path):
+def test_kill_9_between_members_saves_resumes_to_the_same_metrics(tmp_path):
   configs = [_config(seed=s, **BN_DROPOUT, **{"optimizer.learning_rate": lr})
              for s, lr in ((0, 0.01), (1, 0.003), (2, 0.03))]
   ref = [str(tmp_path / f"ref{k}") for k in range(3)]
   want = loop.train_stack(configs, ref)
   dirs = [str(tmp_path / f"m{k}") for k in range(3)]
-  with pytest.raises(KeyboardInterrupt):  # member 0 saved step 60, members 1 and 2 not
-    loop.train_stack(configs, dirs, hooks=_FailAtSave(step=60, nth=2))
+  spec = tmp_path / "spec.json"
+  spec.write_text(json.dumps([[c.to_dict() for c in configs], dirs]))
+  script = tmp_path / "kill.py"
+  script.write_text(_KILL_BETWEEN_SAVES)
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  proc = subprocess.run([sys.executable, str(script), str(spec)], cwd=root, timeout=600,
+                        env={**os.environ, "PYTHONPATH": root}, capture_output=True, text=True,
+                        check=False)
+  assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+  assert sorted(os.listdir(os.path.join(dirs[0], "checkpoints"))) == ["30", "60"]
+  assert sorted(os.listdir(os.path.join(dirs[1], "checkpoints"))) == ["30"]
   got = loop.train_stack(configs, dirs)
+  rows = lambda d: [{f: r[f] for f in ("step", "train_loss", "test_loss", "test_accuracy")}
+                    for r in _read_jsonl(os.path.join(d, "metrics.jsonl"))]
   for k in range(3):
-    assert got[k]["final"] == {**want[k]["final"], **{t: got[k]["final"][t] for t in (
-        "wall_time", "train_time", "steps_per_sec")}}, k
-    rows = lambda d: [{f: r[f] for f in ("step", "train_loss", "test_loss")}
-                      for r in _read_jsonl(os.path.join(d, "metrics.jsonl"))]
+    assert got[k]["status"] == want[k]["status"] == "completed"
     assert rows(dirs[k]) == rows(ref[k]), k
 
 
