@@ -176,9 +176,11 @@ class Setup:
   def member_hp(self, k: int) -> dict[str, float]:
     return {f: float(v[k]) for f, v in self.hp.items()}
 
-  def pieces(self, k: int) -> dict[str, Any]:
-    """Member ``k``'s optimizer, schedule, penalties, model and augmentation (concrete)."""
-    return members_lib.member_pieces(self.config, self.member_hp(k), model=self.model,
+  def pieces(self, hp: Any) -> dict[str, Any]:
+    """The optimizer, schedule, penalties, model and augmentation for hyperparameter values
+    ``hp`` (member ``k``'s concrete values when ``hp`` is an int, or traced values)."""
+    hp = self.member_hp(hp) if isinstance(hp, int) else hp
+    return members_lib.member_pieces(self.config, hp, model=self.model,
                                      num_steps=self.num_steps, make_schedule=make_schedule,
                                      make_optimizer=make_optimizer)
 
@@ -268,8 +270,7 @@ def _stacked_train_fn(setup: Setup) -> Callable[..., Any]:
   config, num_classes = setup.config, setup.ds.num_classes
 
   def member_step(state, batch, hp):
-    p = members_lib.member_pieces(config, hp, model=setup.model, num_steps=setup.num_steps,
-                                  make_schedule=make_schedule, make_optimizer=make_optimizer)
+    p = setup.pieces(hp)
     return steps_lib.train_step(state, batch, apply_fn=p["model"].apply, tx=p["tx"],
                                 num_classes=num_classes, l1=p["l1"], l2=p["l2"],
                                 augment_fn=p["augment_fn"])
@@ -294,22 +295,25 @@ def _build_model(model_config, num_classes: int, input_shape, axis_name: Optiona
   return models.build_model(model_config, num_classes, axis_name=axis_name)
 
 
-def _init_state(setup: Setup, k: int = 0) -> TrainState:
-  """Member ``k``'s step 0: ``model.init`` (+ data-dependent init) and ``tx.init``, jitted.
+def _init_variables_of(setup: Setup, k: int = 0) -> tuple[Any, jax.Array]:
+  """Member ``k``'s ``model.init`` variables (+ data-dependent init) and its rng key.
 
   Keys: ``PRNGKey(seed)`` splits into the init key (params and rng streams), the
   data-dependent-init key and the run's base key ``TrainState.rng``. ``model.init`` sees
   one device's batch; LSUV / RBM pre-training see the first ``init.num_examples``.
-  Returned on the host (not placed on the devices).
   """
   config, model, x_train = setup.configs[k], setup.model, setup.ds.x_train
-  tx = setup.tx if not setup.stacked else setup.pieces(k)["tx"]
   batch = setup.pipe.per_device
   variables, dd_key, state_key = _init_variables(model, np.int32(config.seed), x_train[:batch])
   from flaxopt import init as init_lib  # pylint: disable=g-import-not-at-top
   x_dd = x_train[:max(batch, int(config.init.num_examples))]
-  variables = init_lib.apply_data_dependent_init(config, model, variables, x_dd, dd_key)
-  return jax.jit(functools.partial(create_train_state, tx=tx),
+  return init_lib.apply_data_dependent_init(config, model, variables, x_dd, dd_key), state_key
+
+
+def _init_state(setup: Setup) -> TrainState:
+  """A solo run's step 0: its variables and ``tx.init``, jitted; on the host."""
+  variables, state_key = _init_variables_of(setup)
+  return jax.jit(functools.partial(create_train_state, tx=setup.tx),
                  compiler_options=_FAST_COMPILE)(variables, rng=state_key)
 
 
@@ -335,11 +339,19 @@ def _init_variables(model, seed, x):
 
 
 def _init_states(setup: Setup) -> TrainState:
-  """Every member's step 0, stacked on the member axis when K > 1, placed on the devices."""
+  """Every member's step 0, stacked on the member axis when K > 1, placed on the devices.
+
+  A stack initializes its members' variables one by one (one compiled ``model.init``), then
+  every optimizer state in one vmapped program with the members' traced hyperparameters.
+  """
   if not setup.stacked:
     return setup.par.put(_init_state(setup))
-  return setup.par.put(members_lib.stack(
-      [jax.device_get(_init_state(setup, k)) for k in range(setup.num_members)]))
+  inits = [jax.device_get(_init_variables_of(setup, k)) for k in range(setup.num_members)]
+  variables, keys = members_lib.stack([v for v, _ in inits]), np.stack([k for _, k in inits])
+  create = jax.jit(jax.vmap(lambda v, key, hp: create_train_state(
+      v, tx=setup.pieces(hp)["tx"], rng=key)), compiler_options=_FAST_COMPILE)
+  hp = {f: np.asarray(v, jnp.asarray(0.0).dtype) for f, v in setup.hp.items()}
+  return setup.par.put(jax.device_get(create(variables, keys, hp)))
 
 
 # ---------------------------------------------------------------------------------------

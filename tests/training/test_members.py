@@ -308,6 +308,23 @@ def test_kill_9_between_members_saves_resumes_to_the_same_metrics(tmp_path):
     assert rows(dirs[k]) == rows(ref[k]), k
 
 
+def test_members_log_diagnostics_and_curvature_as_their_solo_runs(tmp_path):
+  extras = {"diagnostics.every": 30, "curvature.every": 20, "curvature.lanczos_iters": 5,
+            "curvature.trace_samples": 2, "num_train_steps": 40}
+  configs = [_config(seed=s, **extras) for s in (0, 1)]
+  got = loop.train_stack(configs, [str(tmp_path / "m0"), str(tmp_path / "m1")])
+  solo = loop.train_and_evaluate(configs[1], str(tmp_path / "s1"))
+  assert got[1]["final"]["sharpness"] == pytest.approx(solo["final"]["sharpness"], rel=1e-3)
+  assert got[0]["final"]["sharpness"] != pytest.approx(got[1]["final"]["sharpness"], rel=1e-3)
+  for d in ("m0", "m1", "s1"):
+    rows = _read_jsonl(tmp_path / d / "diagnostics.jsonl")
+    assert [r["step"] for r in rows] == [30], d
+  ours, theirs = (_read_jsonl(tmp_path / d / "diagnostics.jsonl")[0] for d in ("m1", "s1"))
+  numeric = [k for k, v in theirs.items() if isinstance(v, float)]
+  assert numeric and all(ours[k] == pytest.approx(theirs[k], rel=1e-3, abs=1e-6)
+                         for k in numeric)
+
+
 def test_solo_run_has_no_member_axis(tmp_path):
   setup = loop._validated_setup(_config())  # pylint: disable=protected-access
   state = loop._init_states(setup)  # pylint: disable=protected-access
