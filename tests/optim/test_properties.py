@@ -138,14 +138,16 @@ def test_stacked_hyperparameters_match_solo_runs(case: Case) -> None:
   # Full-rank gradients: rank-1 ones make Shampoo/SOAP's eigenbases degenerate.
   grads = props.random_grads(params)
 
-  @jax.jit
-  @jax.vmap
-  def stacked_run(hps):
-    return props.run_updates(case, make(**fixed, **hps), params, grads, jit=False)[0]
+  @props.fast_jit  # One program: the stacked run and the three solo runs.
+  def run(stacked):
+    got = jax.vmap(lambda hps: props.run_updates(case, make(**fixed, **hps), params, grads,
+                                                 jit=False)[0])(stacked)
+    solo = [props.run_updates(case, optim.REGISTRY[case.name](**hps), params, grads,
+                              jit=False)[0] for hps in members]
+    return got, solo
 
-  got = stacked_run(stacked)
-  for m, hps in enumerate(members):
-    want, _ = props.run_updates(case, optim.REGISTRY[case.name](**hps), params, grads)
+  got, solo = run(stacked)
+  for m, want in enumerate(solo):
     chex.assert_trees_all_close(jax.tree.map(lambda x, m=m: x[m], got), want,
                                 rtol=case.inject_rtol, atol=1e-7)
 
@@ -188,14 +190,16 @@ def test_vmap_over_independent_problems(case: Case) -> None:
   stack = lambda a, b: jax.tree.map(lambda x, y: jnp.stack([x, y]), a, b)
   update = case.update_fn(tx, props.small_loss)
 
-  @props.fast_jit
-  def batched(g, params):
-    state = jax.vmap(tx.init)(params)
-    return jax.vmap(update, in_axes=(0, 0, 0, None))(g, state, params, 0)[0]
+  pairs = ((params, grads[0]), (other, grads[1]))
 
-  got = batched(stack(grads[0], grads[1]), stack(params, other))
-  for i, (p, g) in enumerate(((params, grads[0]), (other, grads[1]))):
-    want, _ = props.fast_jit(update)(g, tx.init(p), p, 0)
+  @props.fast_jit  # One program: the vmapped update and the two separate ones.
+  def run(g, both):
+    state = jax.vmap(tx.init)(both)
+    got = jax.vmap(update, in_axes=(0, 0, 0, None))(g, state, both, 0)[0]
+    return got, [update(g, tx.init(p), p, 0)[0] for p, g in pairs]
+
+  got, solo = run(stack(grads[0], grads[1]), stack(params, other))
+  for i, want in enumerate(solo):
     chex.assert_trees_all_close(jax.tree.map(lambda x, i=i: x[i], got), want, rtol=1e-6,
                                 atol=1e-9)
 
@@ -227,8 +231,9 @@ def test_differentiable_through_updates(case: Case) -> None:
         p = optax.apply_updates(p, updates)
       return props.parabola(p)
 
-    jax.test_util.check_grads(loss_after_two_steps, (params,), order=1, modes=["rev"],
-                              eps=1e-6, rtol=1e-4)
+    # Jitted: check_grads' eager evaluations would compile every primitive on its own.
+    jax.test_util.check_grads(jax.jit(loss_after_two_steps), (params,), order=1,
+                              modes=["rev"], eps=1e-6, rtol=1e-4)
 
 
 @pytest.mark.parametrize("case", props.cases_for("masked"))
@@ -238,20 +243,24 @@ def test_composes_with_clipping_masks_and_none_leaves(case: Case) -> None:
   params, _ = props.small_problem()
   grads = props.random_grads(params)  # Full rank (see the dtype test).
   clip = optax.clip_by_global_norm(1.0)
-  tx = optax.chain(clip, optax.masked(case.make(), {"w": True, "b": False}))
-  got, _ = props.run_updates(case, tx, params, grads)
   clipped = [clip.update(g, clip.init(params))[0] for g in grads]
-  want, _ = props.run_updates(case, case.make(), {"w": params["w"]},
-                              [{"w": c["w"]} for c in clipped])
+  with_none = lambda t: {**t, "frozen": None}
+  run = lambda tx, params, grads: props.run_updates(case, tx, params, grads, jit=False)[0]
+
+  @props.fast_jit  # One program for the four runs.
+  def runs(params):
+    masked = optax.chain(clip, optax.masked(case.make(), {"w": True, "b": False}))
+    return (run(masked, params, grads),
+            run(case.make(), {"w": params["w"]}, [{"w": c["w"]} for c in clipped]),
+            run(case.make(), with_none(params), [with_none(g) for g in grads]),
+            run(case.make(), params, grads))
+
+  got, want, got_none, want_none = runs(params)
   for t in range(len(grads)):
     chex.assert_trees_all_close(got[t]["w"], want[t]["w"], rtol=1e-5, atol=1e-7)
     chex.assert_trees_all_close(got[t]["b"], clipped[t]["b"])  # Masked out: untouched.
-  with_none = lambda t: {**t, "frozen": None}
-  got, _ = props.run_updates(case, case.make(), with_none(params),
-                             [with_none(g) for g in grads])
-  want, _ = props.run_updates(case, case.make(), params, grads)
-  assert got[-1]["frozen"] is None
-  chex.assert_trees_all_close({k: got[-1][k] for k in params}, want[-1])
+  assert got_none[-1]["frozen"] is None
+  chex.assert_trees_all_close({k: got_none[-1][k] for k in params}, want_none[-1])
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=str(c)) for c in CASES
