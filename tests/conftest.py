@@ -13,6 +13,8 @@ they always run.
 """
 
 import os
+import shutil
+import tempfile
 
 import chex
 import jax
@@ -22,6 +24,26 @@ NUM_CPU_DEVICES = 4
 chex.set_n_cpu_devices(NUM_CPU_DEVICES)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 jax.config.update("jax_default_matmul_precision", "highest")
+
+# One persistent compilation cache per test run, shared by the xdist workers (the controller
+# makes the directory before it starts them; they inherit it through the environment):
+# many tests compile the same programs (the tiny config's train and eval steps, in every
+# loop/reliability/eval-point test), and XLA:CPU compiles dominate their time. The cache is
+# keyed by the HLO, the compile options and the devices, so a hit is the same executable
+# (bit-identical results); a fresh directory per run, removed at the end, so nothing carries
+# over between runs. Tracing is unchanged, so trace/compile counts in tests still count.
+_OWNS_CACHE = "FLAXOPT_TESTS_JAX_CACHE" not in os.environ
+if _OWNS_CACHE:
+  os.environ["FLAXOPT_TESTS_JAX_CACHE"] = tempfile.mkdtemp(prefix="flaxopt-tests-jax-cache-")
+JAX_CACHE_DIR = os.environ["FLAXOPT_TESTS_JAX_CACHE"]
+jax.config.update("jax_compilation_cache_dir", JAX_CACHE_DIR)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
+def pytest_sessionfinish(session, exitstatus):
+  del exitstatus
+  if _OWNS_CACHE and not hasattr(session.config, "workerinput"):  # the controller
+    shutil.rmtree(JAX_CACHE_DIR, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

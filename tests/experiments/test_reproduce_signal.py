@@ -48,17 +48,14 @@ REPRODUCTIONS = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(REPRODUCTIONS))
-def test_fast_reproduction(name):
+def test_fast_reproduction_and_its_plot(name, tmp_path):
+  """Each fast run once, with its plot (a missing directory is created)."""
   module, check = REPRODUCTIONS[name]
-  result = module.run(fast=True)
+  path = tmp_path / "sub" / "repro.png"
+  result = module.run(fast=True, plot_path=str(path))
   assert result["reproduced"], module.report(result)
   check(result)
   assert "REPRODUCED" in module.report(result)
-
-
-def test_plot_is_written(tmp_path):
-  path = tmp_path / "sub" / "repro.png"
-  reproduce_reddi2018.run(fast=True, plot_path=str(path))
   assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -6,18 +6,17 @@ lookahead, sam.
    ``references/a_<name>.npz`` (always), and run live when torch and the reference packages
    are importable (skipped otherwise). Tolerances: ``REFERENCE_RTOL`` (1e-8 unless stated).
 2. Lookahead and SAM against float64 NumPy transcriptions of the papers' algorithms.
-3. Shared properties over one table of cases (convergence, dtypes, one compilation, stable
-   state structure, inject_hyperparams under vmap), bad hyperparameters, schedule-free's
-   evaluation point and BatchNorm recomputation, agreement with optax where conventions match.
+3. Schedule-free's evaluation point and BatchNorm recomputation, the wrappers' degenerate
+   settings, agreement with optax where conventions match. The shared properties
+   (convergence, dtypes, one compilation, inject_hyperparams under vmap, bad hyperparameters)
+   run over the one table of ``tests/optim/properties.py`` (test_properties.py).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import pathlib
-from typing import Any
 
 import chex
 import flax.linen as nn
@@ -30,6 +29,7 @@ import pytest
 from flaxopt import optim
 from flaxopt import registry
 import flaxopt.nn as fnn
+from tests.optim import properties as props
 
 REFERENCES = pathlib.Path(__file__).resolve().parent / "references"
 PART_A = ("adamw", "radam", "lion", "lamb", "lars", "adopt", "ademamix", "schedule_free_sgd",
@@ -224,49 +224,8 @@ def test_wrappers_match_numpy_transcription(which: str) -> None:
 
 
 # ----------------------------------------------------------------------------
-# Shared properties over one table.
+# Helpers for the optimizer-specific checks below.
 # ----------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Case:
-  name: str
-  kwargs: dict
-  steps: int  # Steps for the parabola and Rosenbrock properties.
-
-  def make(self, **overrides: Any) -> optax.GradientTransformation:
-    return registry.get("optimizer", self.name, **{**self.kwargs, **overrides})
-
-  def __str__(self) -> str:
-    return self.name + "".join(f",{k}" for k in self.kwargs if k != "learning_rate")
-
-
-CASES = [
-    Case("adamw", dict(learning_rate=1e-2, weight_decay=1e-4), 4000),
-    Case("radam", dict(learning_rate=1e-2), 4000),
-    Case("lion", dict(learning_rate=optax.cosine_decay_schedule(3e-3, 6000)), 6000),
-    Case("lamb", dict(learning_rate=optax.cosine_decay_schedule(1e-2, 6000), eps=1e-8),
-         6000),
-    Case("lars", dict(learning_rate=1e-3, trust_coefficient=0.1), 6000),
-    Case("adopt", dict(learning_rate=1e-2), 4000),
-    Case("ademamix", dict(learning_rate=1e-2, b3=0.99, alpha=2.0), 4000),
-    Case("schedule_free_sgd", dict(learning_rate=2e-3, warmup_steps=10), 40000),
-    Case("schedule_free_adamw", dict(learning_rate=1e-2), 6000),
-    Case("lookahead", dict(learning_rate=1e-2, base="adam"), 5000),
-    Case("sam", dict(learning_rate=1e-2, base="adam", rho=1e-3), 4000),
-]
-IDS = [str(c) for c in CASES]
-
-PARABOLA_TARGET = {"w": jnp.array([[1.0, -1.0, 0.5], [2.0, 0.0, -0.5]]),
-                   "b": jnp.array([1.0, -1.0, 1.0])}
-
-
-def _parabola(params):
-  return sum(jnp.sum((params[k] - PARABOLA_TARGET[k]) ** 2) for k in params)
-
-
-def _rosenbrock(xy):
-  return (1.0 - xy[0]) ** 2 + 100.0 * (xy[1] - xy[0] ** 2) ** 2
 
 
 def _update(tx, g, state, params, objective):
@@ -294,151 +253,15 @@ def _wavy_grads(p, t):
   return jax.tree.map(lambda x: jnp.sin(3.0 * x + t) * 10.0 ** (t % 3 - 1), p)
 
 
-def _minimize_both(tx, steps):
-  """Final iterates on the parabola and on Rosenbrock, in one compilation (schedule-free: x)."""
-  def minimize(objective, x):
-    def body(_, carry):
-      x, state = carry
-      updates, state = _update(tx, jax.grad(objective)(x), state, x, objective)
-      return optax.apply_updates(x, updates), state
-    x, state = jax.lax.fori_loop(0, steps, body, (x, tx.init(x)))
-    try:
-      return optim.schedule_free_eval_params(x, state)
-    except ValueError:
-      return x
-
-  @jax.jit
-  def run(x_parabola, x_rosenbrock):
-    return minimize(_parabola, x_parabola), minimize(_rosenbrock, x_rosenbrock)
-
-  return run(jax.tree.map(jnp.zeros_like, PARABOLA_TARGET), jnp.zeros(2))
-
-
-def test_table_covers_part_a_and_registry() -> None:
-  assert {c.name for c in CASES} == set(PART_A)
+def test_reference_files_cover_part_a_and_the_shared_table() -> None:
+  """Every part-A optimizer has recorded cases and a row in tests/optim/properties.py."""
+  assert {c.name for c in props.CASES if c.family == "a"} == set(PART_A)
   assert set(PART_A) <= set(registry.names("optimizer"))
   assert all(_reference_meta(name)["cases"] for name in PART_A)
 
 
-@pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_minimizes_parabola_and_rosenbrock(case: Case) -> None:
-  x, xy = _minimize_both(case.make(), case.steps)
-  chex.assert_trees_all_close(x, PARABOLA_TARGET, atol=1e-2)
-  chex.assert_trees_all_close(xy, jnp.ones(2), atol=2e-2)
-
-
-def _small_problem(dtype):
-  params = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3).astype(dtype),
-            "b": jnp.array([0.5, -0.25, 2.0], dtype)}
-  grads = [jax.tree.map(lambda p, s=s: (s * (p + 0.3)).astype(dtype), params)
-           for s in (1.0, -0.5, 2.0)]
-  return params, grads
-
-
 def _small_loss(params):
   return sum(jnp.sum(jnp.square(p.astype(jnp.float32) + 0.3)) for p in jax.tree.leaves(params))
-
-
-@pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_dtype_state_structure_and_one_compilation(case: Case) -> None:
-  """float32 and bfloat16 here; float64 runs through every reference trajectory above."""
-  for dtype in (jnp.float32, jnp.bfloat16):
-    with jax.enable_x64(False):
-      params, grads = _small_problem(dtype)
-      tx = case.make()
-      traces = []
-
-      @jax.jit
-      def update(g, state, params):
-        traces.append(1)  # Python side effect: once per trace.
-        return _update(tx, g, state, params, _small_loss)  # pylint: disable=cell-var-from-loop
-
-      state0 = tx.init(params)
-      state = state0
-      for g in grads:
-        u, state = update(g, state, params)
-        chex.assert_trees_all_equal_dtypes(u, params)
-        chex.assert_tree_all_finite(u)
-        params = optax.apply_updates(params, u)
-      assert len(traces) == 1, (case, dtype)
-      chex.assert_trees_all_equal_structs(state0, state)
-      chex.assert_trees_all_equal_dtypes(state0, state)
-      shaped = [x for x in jax.tree.leaves(state) if x.ndim > 0]
-      assert shaped and all(x.dtype == dtype for x in shaped), (dtype, [x.dtype for x in shaped])
-
-
-@pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_inject_hyperparams_under_vmap(case: Case) -> None:
-  """Traced hyperparameters skip validation; each vmapped member equals its plain run."""
-  params, grads = _small_problem(jnp.float32)
-  lr0 = 1e-2
-  kwargs = {k: v for k, v in case.kwargs.items() if k != "learning_rate"}
-  ctor = registry.table("optimizer")[case.name]
-  static = tuple(k for k, v in kwargs.items() if isinstance(v, (str, bool, int)))
-
-  def first_update(tx):
-    return _update(tx, grads[0], tx.init(params), params, _small_loss)[0]
-
-  @jax.jit
-  def run(lrs):
-    injected = jax.vmap(lambda lr: first_update(optax.inject_hyperparams(
-        ctor, static_args=static)(learning_rate=lr, **kwargs)))(lrs)
-    plain = [first_update(ctor(learning_rate=lr, **kwargs)) for lr in (lr0, 2 * lr0)]
-    return injected, plain
-
-  got, want = run(jnp.array([lr0, 2 * lr0]))
-  for i in range(2):
-    chex.assert_trees_all_close(jax.tree.map(lambda x, i=i: x[i], got), want[i], rtol=1e-5,
-                                atol=1e-7)
-
-
-# ----------------------------------------------------------------------------
-# Bad input.
-# ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", PART_A)
-def test_learning_rate_is_required_and_positive(name: str) -> None:
-  for bad in (None, 0.0, -1e-3, float("nan"), float("inf")):
-    with pytest.raises(ValueError, match="learning_rate"):
-      registry.get("optimizer", name, learning_rate=bad)
-
-
-@pytest.mark.parametrize("name,kwargs,arg", [
-    ("adamw", dict(b1=1.0), "b1"),
-    ("adamw", dict(b2=-0.1), "b2"),
-    ("adamw", dict(eps=-1e-8), "eps"),
-    ("adamw", dict(weight_decay=float("nan")), "weight_decay"),
-    ("radam", dict(b2=1.5), "b2"),
-    ("radam", dict(weight_decay=-1.0), "weight_decay"),
-    ("lion", dict(b1=1.0), "b1"),
-    ("lion", dict(b2=-0.5), "b2"),
-    ("lion", dict(weight_decay=float("inf")), "weight_decay"),
-    ("lamb", dict(b1=2.0), "b1"),
-    ("lamb", dict(max_weight_norm=0.0), "max_weight_norm"),
-    ("lamb", dict(weight_decay=-0.1), "weight_decay"),
-    ("lars", dict(momentum=1.0), "momentum"),
-    ("lars", dict(trust_coefficient=-1.0), "trust_coefficient"),
-    ("lars", dict(dampening=1.5), "dampening"),
-    ("adopt", dict(b2=1.0), "b2"),
-    ("adopt", dict(clip_exponent=-0.25), "clip_exponent"),
-    ("ademamix", dict(b3=1.0), "b3"),
-    ("ademamix", dict(alpha=-1.0), "alpha"),
-    ("ademamix", dict(warmup_steps=0), "warmup_steps"),
-    ("schedule_free_sgd", dict(b1=0.0), "b1"),
-    ("schedule_free_sgd", dict(warmup_steps=-1), "warmup_steps"),
-    ("schedule_free_adamw", dict(b2=1.0), "b2"),
-    ("schedule_free_adamw", dict(weight_lr_power=-1.0), "weight_lr_power"),
-    ("schedule_free_adamw", dict(r=float("nan")), "r"),
-    ("lookahead", dict(sync_period=0), "sync_period"),
-    ("lookahead", dict(alpha=0.0), "alpha"),
-    ("lookahead", dict(alpha=1.5), "alpha"),
-    ("sam", dict(rho=-0.1), "rho"),
-    ("sam", dict(base="sam"), "base"),
-])
-def test_bad_hyperparameters_raise(name: str, kwargs: dict, arg: str) -> None:
-  with pytest.raises(ValueError, match=arg):
-    registry.get("optimizer", name, learning_rate=1e-3, **kwargs)
 
 
 def test_schedule_free_rejects_a_decaying_schedule() -> None:
@@ -451,7 +274,7 @@ def test_schedule_free_rejects_a_decaying_schedule() -> None:
 
 
 def test_sam_needs_value_fn() -> None:
-  params, grads = _small_problem(jnp.float32)
+  params, grads = props.small_problem(jnp.float32)
   tx = optim.sam(optim.sgd(0.1))
   with pytest.raises(ValueError, match="value_fn"):
     tx.update(grads[0], tx.init(params), params)
@@ -465,7 +288,7 @@ def test_sam_needs_value_fn() -> None:
 def test_schedule_free_eval_params_is_the_running_average() -> None:
   """With r = 0 and weight_lr_power = 0 (equal weights) x is the mean of z_1..z_t."""
   with jax.enable_x64(True):
-    params, _ = _small_problem(jnp.float64)
+    params, _ = props.small_problem(jnp.float64)
     tx = optax.chain(optax.clip_by_global_norm(10.0),
                      optim.schedule_free_sgd(0.1, b1=0.7, weight_lr_power=0.0))
 
@@ -491,7 +314,7 @@ def test_schedule_free_eval_params_is_the_running_average() -> None:
 
 
 def test_schedule_free_constant_schedule_equals_float_and_injection_finds_state() -> None:
-  params, grads = _small_problem(jnp.float32)
+  params, grads = props.small_problem(jnp.float32)
   plain = optim.schedule_free_adamw(1e-2, warmup_steps=2)
   sched = optim.schedule_free_adamw(optax.constant_schedule(1e-2), warmup_steps=2)
   injected = optax.inject_hyperparams(optim.schedule_free_adamw,
@@ -516,7 +339,7 @@ def test_schedule_free_adamw_agrees_with_optax_contrib() -> None:
   last assertion shows that this documented difference is real.
   """
   with jax.enable_x64(True):
-    params, _ = _small_problem(jnp.float64)
+    params, _ = props.small_problem(jnp.float64)
 
     def run(ours, theirs):
       (p1, s1), (p2, s2) = _trajectories([ours, theirs], params, _wavy_grads, 8)
@@ -574,7 +397,7 @@ def test_recompute_batch_stats_is_the_mean_of_batch_statistics() -> None:
 
 def test_wrappers_reduce_to_the_inner_optimizer() -> None:
   """Lookahead with alpha = 1 and SAM with rho = 0 are the inner optimizer."""
-  params, _ = _small_problem(jnp.float32)
+  params, _ = props.small_problem(jnp.float32)
   inner = optim.adam(1e-2)
   txs = [inner, optim.lookahead(inner, sync_period=2, alpha=1.0), optim.sam(inner, rho=0.0)]
   (want, _), *wrapped = _trajectories(txs, params, lambda p, t: jax.grad(_small_loss)(p), 5,
@@ -584,7 +407,7 @@ def test_wrappers_reduce_to_the_inner_optimizer() -> None:
 
 
 def test_lookahead_parameters_equal_slow_weights_after_sync() -> None:
-  params, grads = _small_problem(jnp.float32)
+  params, grads = props.small_problem(jnp.float32)
   tx = optim.lookahead(optim.sgd(0.1), sync_period=3, alpha=0.5)
   state = tx.init(params)
   for t, g in enumerate(grads * 2, start=1):
@@ -608,7 +431,7 @@ OPTAX_AGREEMENT = [
                          ids=[n for n, _, _ in OPTAX_AGREEMENT])
 def test_agrees_with_optax_where_conventions_match(name, kwargs, reference) -> None:
   with jax.enable_x64(True):
-    params, _ = _small_problem(jnp.float64)
+    params, _ = props.small_problem(jnp.float64)
     (got, _), (want, _) = _trajectories([registry.get("optimizer", name, **kwargs), reference],
                                         params, _wavy_grads, 12)
     chex.assert_trees_all_close(got, want, rtol=1e-10, atol=1e-14)
@@ -617,7 +440,7 @@ def test_agrees_with_optax_where_conventions_match(name, kwargs, reference) -> N
 def test_defaults_differ_from_optax_where_documented() -> None:
   """RAdam's eps placement and LAMB's variant are real differences from optax."""
   with jax.enable_x64(True):
-    params, _ = _small_problem(jnp.float64)
+    params, _ = props.small_problem(jnp.float64)
     small = lambda p, t: jax.tree.map(lambda x: 1e-3 * jnp.sin(3.0 * x + t), p)
     txs = [optim.radam(1e-2, eps=1e-3), optax.radam(1e-2, eps=1e-3), optim.lamb(1e-2),
            optax.lamb(1e-2)]

@@ -4,19 +4,19 @@
    ``references/generate_b.py`` are compared with the recorded reference trajectories
    (``references/b_<name>.npz``, produced by the authors' / PyTorch's code) always, and with
    the live reference when torch and the package are importable (skipped otherwise).
-2. Properties over one table of cases: parabola convergence, dtype and state structure,
-   no recompilation, registry, inject_hyperparams.
-3. Bad hyperparameters raise a one-line ValueError naming the argument.
+2. Structural checks the reference problem does not isolate (Newton-Schulz, Muon on conv
+   kernels, Prodigy's zero step, Shampoo's blocks, Sophia's probes and GNB estimator, SOAP's
+   bases, state bytes). The shared properties (convergence, dtypes, state structure, one
+   compilation, registry, inject_hyperparams, bad hyperparameters) run over the one table of
+   ``tests/optim/properties.py`` (test_properties.py).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import importlib.util
 import json
 import os
-from typing import Any
 
 import chex
 import jax
@@ -26,9 +26,9 @@ import optax
 import pytest
 
 from flaxopt import optim
-from flaxopt import registry
 from flaxopt.optim import lr_free
 from flaxopt.optim import precond
+from tests.optim import properties as props
 
 # The programs here are tiny: XLA's compile time dominates, so compile without the expensive
 # LLVM passes (about 40% less CPU per test; results unchanged at the tolerances used).
@@ -184,270 +184,15 @@ def test_muon_without_mask_names_the_non_matrix_leaf() -> None:
   chex.assert_trees_all_equal_shapes(u, params)
 
 
-# ----------------------------------------------------------------------------
-# Properties over one table.
-# ----------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Case:
-  name: str
-  kwargs: dict
-  steps: int
-  atol: float = 1e-2
-
-  def make(self, **overrides: Any) -> optax.GradientTransformation:
-    return optim.REGISTRY[self.name](**{**self.kwargs, **overrides})
-
-  def extra(self, value_fn, step, params=None) -> dict:
-    """Extra args of ``update``: Sophia needs the loss and a key (or a probe) for its Hessian.
-
-    With ``params`` a fixed +-1 probe shaped like them is passed (no RNG to compile).
-    """
-    if self.name != "sophia":
-      return {}
-    if params is not None:
-      return dict(value_fn=value_fn, probe=jax.tree.map(
-          lambda x: jnp.where(jnp.arange(x.size).reshape(x.shape) % 3 == 0, -1, 1
-                              ).astype(x.dtype), params))
-    return dict(value_fn=value_fn, key=jax.random.fold_in(jax.random.key(0), step))
-
-  def __str__(self) -> str:
-    return f"{self.name}({','.join(k for k in self.kwargs if k != 'learning_rate')})"
-
-
-CASES = [
-    Case("muon", dict(learning_rate=optax.cosine_decay_schedule(0.1, 500), mask="matrices"),
-         500),
-    Case("prodigy", dict(learning_rate=optax.cosine_decay_schedule(1.0, 500)), 500),
-    Case("dadapt_adam", dict(learning_rate=optax.cosine_decay_schedule(1.0, 500)), 500),
-    Case("shampoo", dict(learning_rate=optax.cosine_decay_schedule(0.05, 500),
-                         start_preconditioning_step=2, preconditioning_compute_steps=2), 500),
-    Case("sophia", dict(learning_rate=optax.cosine_decay_schedule(0.05, 500), gamma=1.0,
-                        update_period=2), 500),
-    Case("soap", dict(learning_rate=optax.cosine_decay_schedule(0.05, 500),
-                      weight_decay=0.0, precondition_frequency=3), 500),
-]
-IDS = [str(c) for c in CASES]
-NEW_NAMES = {"muon", "prodigy", "dadapt_adam", "shampoo", "sophia", "soap"}
-
-PARABOLA_TARGET = {"w": jnp.array([[1.0, -1.0, 0.5], [2.0, 0.0, -0.5]]),
-                   "b": jnp.array([1.0, -1.0, 1.0])}
-
-
-def _parabola(params):
-  return sum(jnp.sum((params[k] - PARABOLA_TARGET[k]) ** 2) for k in params)
-
-
-def _small_problem(dtype=jnp.float32):
-  params = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3).astype(dtype),
-            "b": jnp.array([0.5, -0.25, 2.0], dtype)}
-  grads = [jax.tree.map(lambda p, s=s: (s * (p + 0.3)).astype(dtype), params)
-           for s in (1.0, -0.5, 2.0)]
-  return params, grads
-
-
-def _small_loss(params):
-  """A loss whose gradient at the small problem's params is not the grads above (any will do)."""
-  return sum(jnp.sum(jnp.cos(x.astype(jnp.float32))) for x in jax.tree.leaves(params))
-
-
-def _run_updates(tx, params, grads, jit=True, case=None):
-  def update(g, state, params, t):
-    extra = case.extra(_small_loss, t, params) if case is not None else {}
-    return tx.update(g, state, params, **extra)
-  update = _jit(update) if jit else update
-  state = tx.init(params)
-  out = []
-  for t, g in enumerate(grads):
-    u, state = update(g, state, params, t)
-    params = optax.apply_updates(params, u)
-    out.append(u)
-  return out, state
-
-
-def test_table_covers_registry_names() -> None:
-  assert {c.name for c in CASES} == NEW_NAMES
-  assert NEW_NAMES <= set(optim.REGISTRY)
-
-
-@pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_minimizes_parabola(case: Case) -> None:
-  tx = case.make()
-
-  @_jit
-  def run(x):
-    def body(t, carry):
-      x, state = carry
-      u, state = tx.update(jax.grad(_parabola)(x), state, x, **case.extra(_parabola, t))
-      return optax.apply_updates(x, u), state
-    return jax.lax.fori_loop(0, case.steps, body, (x, tx.init(x)))[0]
-
-  x = run(jax.tree.map(jnp.zeros_like, PARABOLA_TARGET))
-  chex.assert_trees_all_close(x, PARABOLA_TARGET, atol=case.atol)
-
-
-@pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_keeps_bfloat16_and_state_structure(case: Case) -> None:
-  """bfloat16 in, bfloat16 out (float32 is checked by the recompilation test)."""
-  params, grads = _small_problem(jnp.bfloat16)
-  tx = case.make()
-  state0 = tx.init(params)
-  updates, state = _run_updates(tx, params, grads, case=case)
-  for u in updates:
-    chex.assert_trees_all_equal_dtypes(u, params)
-    chex.assert_tree_all_finite(u)
-  chex.assert_trees_all_equal_structs(state0, state)
-  chex.assert_trees_all_equal_dtypes(state0, state)
-  chex.assert_tree_all_finite(state)
-
-
-@pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_no_recompilation_on_second_update(case: Case) -> None:
-  tx = case.make()
-  params, grads = _small_problem()
-  traces = []
-
-  @_jit
-  def update(g, state, params, t):
-    traces.append(1)
-    return tx.update(g, state, params, **case.extra(_small_loss, t, params))
-
-  state0 = tx.init(params)
-  state = state0
-  for t, g in enumerate(grads):
-    u, state = update(g, state, params, t)
-    chex.assert_trees_all_equal_dtypes(u, params)
-  chex.assert_trees_all_equal_dtypes(state0, state)
-  assert len(traces) == 1
-  assert update._cache_size() == 1  # pylint: disable=protected-access
-
-
-@pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_registry_builds_it(case: Case) -> None:
-  params, grads = _small_problem()
-  tx = registry.get("optimizer", case.name, **case.kwargs)
-  assert optim.REGISTRY[case.name] is getattr(optim, case.name)
-  u = jax.eval_shape(  # Traced, not compiled: the update rules run in the other tests.
-      lambda g, p: tx.update(g, tx.init(p), p, **case.extra(_small_loss, 0, p))[0],
-      grads[0], params)
-  chex.assert_trees_all_equal_shapes_and_dtypes(u, params)
-
-
-INJECT = [
-    ("prodigy", dict(learning_rate=1.0, weight_decay=0.1, d0=1e-3)),
-    ("dadapt_adam", dict(learning_rate=1.0, weight_decay=0.1, d0=1e-3)),
-    ("muon", dict(learning_rate=0.05, momentum=0.9, weight_decay=0.1, mask="matrices")),
-    ("shampoo", dict(learning_rate=0.05, weight_decay=0.1, start_preconditioning_step=1,
-                     preconditioning_compute_steps=2)),
-    ("sophia", dict(learning_rate=0.05, gamma=0.5, weight_decay=0.1, update_period=2)),
-    ("soap", dict(learning_rate=0.05, weight_decay=0.1, precondition_frequency=2)),
-]
-
-
-@pytest.mark.parametrize("name,kwargs", INJECT, ids=[n for n, _ in INJECT])
-def test_inject_hyperparams_matches_plain(name: str, kwargs: dict) -> None:
-  """Traced hyperparameters are not validated (no error) and give the same updates."""
-  params, _ = _small_problem()
-  # Full-rank random gradients: the small problem's are rank 1, whose degenerate Shampoo/SOAP
-  # eigenbases would amplify float32 rounding of the injected hyperparameters.
-  rng = np.random.default_rng(0)
-  grads = [jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), params)
-           for _ in range(3)]
-  static = {"muon": ("ns_steps",), "prodigy": (), "dadapt_adam": (),  # Counts and shapes.
-            "sophia": ("update_period", "seed"),
-            "soap": ("precondition_frequency", "max_precondition_dim"),
-            "shampoo": ("block_size", "start_preconditioning_step", "statistics_compute_steps",
-                        "preconditioning_compute_steps", "inverse_exponent_override")}[name]
-  injected = optax.inject_hyperparams(optim.REGISTRY[name], static_args=static)(**kwargs)
-  case = Case(name, kwargs, 0)
-  got, _ = _run_updates(injected, params, grads, case=case)
-  want, _ = _run_updates(optim.REGISTRY[name](**kwargs), params, grads, case=case)
-  # Matrix roots / eigenbases of 2x2 and 3x3 float32 statistics amplify the rounding of
-  # float32 hyperparameter arrays (vs Python floats) to a few 1e-5 relative.
-  rtol = 1e-4 if name in ("shampoo", "soap") else 1e-5
-  chex.assert_trees_all_close(got, want, rtol=rtol, atol=1e-7)
-
-
-# ----------------------------------------------------------------------------
-# Bad input.
-# ----------------------------------------------------------------------------
-
-BAD = [
-    ("muon", dict(learning_rate=-1.0), "learning_rate"),
-    ("muon", dict(learning_rate=float("nan")), "learning_rate"),
-    ("muon", dict(learning_rate=0.1, momentum=1.0), "momentum"),
-    ("muon", dict(learning_rate=0.1, ns_steps=-1), "ns_steps"),
-    ("muon", dict(learning_rate=0.1, eps=0.0), "eps"),
-    ("muon", dict(learning_rate=0.1, weight_decay=-0.1), "weight_decay"),
-    ("muon", dict(learning_rate=0.1, ns_coefficients=(1.0, 2.0)), "ns_coefficients"),
-    ("muon", dict(learning_rate=0.1, adjust_lr_fn="spectral"), "adjust_lr_fn"),
-    ("muon", dict(learning_rate=0.1, mask="all"), "mask"),
-    ("muon", dict(learning_rate=0.1, mask="matrices", adam_b2=1.0), "adam_b2"),
-    ("muon", dict(learning_rate=0.1, mask="matrices", adam_learning_rate=0.0),
-     "learning_rate"),
-    ("prodigy", dict(learning_rate=0.0), "learning_rate"),
-    ("prodigy", dict(learning_rate=float("inf")), "learning_rate"),
-    ("prodigy", dict(b1=1.0), "b1"),
-    ("prodigy", dict(b2=-0.1), "b2"),
-    ("prodigy", dict(b3=1.5), "b3"),
-    ("prodigy", dict(eps=0.0), "eps"),
-    ("prodigy", dict(d0=0.0), "d0"),
-    ("prodigy", dict(d_coef=-1.0), "d_coef"),
-    ("prodigy", dict(growth_rate=0.5), "growth_rate"),
-    ("prodigy", dict(weight_decay=-1.0), "weight_decay"),
-    ("dadapt_adam", dict(learning_rate=-1.0), "learning_rate"),
-    ("dadapt_adam", dict(b1=float("nan")), "b1"),
-    ("dadapt_adam", dict(b2=1.0), "b2"),
-    ("dadapt_adam", dict(d0=-1e-6), "d0"),
-    ("dadapt_adam", dict(growth_rate=0.9), "growth_rate"),
-    ("dadapt_adam", dict(eps=-1.0), "eps"),
-    ("shampoo", dict(learning_rate=0.0), "learning_rate"),
-    ("shampoo", dict(learning_rate=0.1, b1=1.0), "b1"),
-    ("shampoo", dict(learning_rate=0.1, b2=1.0), "b2"),
-    ("shampoo", dict(learning_rate=0.1, block_size=0), "block_size"),
-    ("shampoo", dict(learning_rate=0.1, block_size=2.5), "block_size"),
-    ("shampoo", dict(learning_rate=0.1, graft_type="adam"), "graft_type"),
-    ("shampoo", dict(learning_rate=0.1, preconditioning_compute_steps=0),
-     "preconditioning_compute_steps"),
-    ("shampoo", dict(learning_rate=0.1, statistics_compute_steps=0), "statistics_compute_steps"),
-    ("shampoo", dict(learning_rate=0.1, start_preconditioning_step=-1),
-     "start_preconditioning_step"),
-    ("shampoo", dict(learning_rate=0.1, matrix_eps=0.0), "matrix_eps"),
-    ("shampoo", dict(learning_rate=0.1, diagonal_eps=-1.0), "diagonal_eps"),
-    ("shampoo", dict(learning_rate=0.1, weight_decay=float("nan")), "weight_decay"),
-    ("sophia", dict(learning_rate=-0.1), "learning_rate"),
-    ("sophia", dict(learning_rate=0.1, b1=1.0), "b1"),
-    ("sophia", dict(learning_rate=0.1, b2=2.0), "b2"),
-    ("sophia", dict(learning_rate=0.1, gamma=0.0), "gamma"),
-    ("sophia", dict(learning_rate=0.1, eps=-1.0), "eps"),
-    ("sophia", dict(learning_rate=0.1, update_period=0), "update_period"),
-    ("sophia", dict(learning_rate=0.1, estimator="fisher"), "estimator"),
-    ("sophia", dict(learning_rate=0.1, probe_distribution="uniform"), "probe_distribution"),
-    ("sophia", dict(learning_rate=0.1, estimator="gnb"), "batch_size"),
-    ("sophia", dict(learning_rate=0.1, weight_decay=-1.0), "weight_decay"),
-    ("soap", dict(learning_rate=0.0), "learning_rate"),
-    ("soap", dict(learning_rate=0.1, b1=1.0), "b1"),
-    ("soap", dict(learning_rate=0.1, b2=-0.5), "b2"),
-    ("soap", dict(learning_rate=0.1, shampoo_beta=1.0), "shampoo_beta"),
-    ("soap", dict(learning_rate=0.1, eps=-1.0), "eps"),
-    ("soap", dict(learning_rate=0.1, weight_decay=-0.01), "weight_decay"),
-    ("soap", dict(learning_rate=0.1, precondition_frequency=0), "precondition_frequency"),
-    ("soap", dict(learning_rate=0.1, max_precondition_dim=0), "max_precondition_dim"),
-]
-
-
-@pytest.mark.parametrize("name,kwargs,arg", BAD, ids=[f"{n}-{a}-{i}" for i, (n, _, a)
-                                                      in enumerate(BAD)])
-def test_bad_hyperparameters_raise(name: str, kwargs: dict, arg: str) -> None:
-  with pytest.raises(ValueError, match=arg) as info:
-    optim.REGISTRY[name](**kwargs)
-  assert "\n" not in str(info.value)
+def test_reference_cases_cover_part_b_and_the_shared_table() -> None:
+  """Every part-B optimizer has recorded cases and a row in tests/optim/properties.py."""
+  names = {c.name for c in props.CASES if c.family == "b"}
+  assert names == set(gen.CASES) and names <= set(optim.REGISTRY)
 
 
 def test_zero_gradient_step_moves_nothing_and_keeps_d() -> None:
   """Prodigy and D-Adapt Adam skip a step whose ||s||_1 is 0, as the authors' code does."""
-  params, _ = _small_problem()
+  params, _ = props.small_problem()
   zeros = jax.tree.map(jnp.zeros_like, params)
   for tx in (lr_free.prodigy(1.0), lr_free.dadapt_adam(1.0)):
     state = tx.init(params)
@@ -467,18 +212,18 @@ def test_shampoo_block_size_must_divide_and_names_the_leaf() -> None:
 
 
 def test_sophia_needs_its_extra_args() -> None:
-  params, grads = _small_problem()
+  params, grads = props.small_problem()
   tx = optim.sophia(0.1)
   with pytest.raises(ValueError, match="value_fn"):
     tx.update(grads[0], tx.init(params), params)
   with pytest.raises(ValueError, match="key"):
     optim.sophia(0.1, estimator="gnb", batch_size=3).update(
-        grads[0], tx.init(params), params, value_fn=_small_loss)
+        grads[0], tx.init(params), params, value_fn=props.small_loss)
 
 
 def test_sophia_without_key_draws_the_probe_from_its_seed_and_count() -> None:
   """No key: the probe of update t is fold_in(PRNGKey(seed), t); passing that key is identical."""
-  params, grads = _small_problem()
+  params, grads = props.small_problem()
   # A Hessian with off-diagonal entries: z (H z) then depends on the probe z.
   coupled = lambda p: jnp.sin(jnp.sum(p["w"])) * jnp.sum(p["b"] ** 2)
   tx = optim.sophia(0.1, update_period=1, seed=3)
@@ -534,7 +279,7 @@ def test_sophia_gnb_estimate_is_unbiased_for_the_fisher_diagonal() -> None:
 
 def test_soap_first_step_only_builds_the_bases() -> None:
   """Step 0 moves nothing; its bases are the eigenvectors of G G^T and G^T G."""
-  params, grads = _small_problem()
+  params, grads = props.small_problem()
   tx = optim.soap(0.1)
   u, state = _jit(tx.update)(grads[0], tx.init(params), params)
   chex.assert_trees_all_equal(u, jax.tree.map(jnp.zeros_like, u))
@@ -566,7 +311,7 @@ def test_state_bytes_per_parameter_in_the_docs_table(name, kwargs, shape, want) 
 
 def test_sophia_hessian_diag_forces_a_refresh_with_that_estimate() -> None:
   """``hessian_diag=`` (SophiaH's step(hessian=...)): h = b2 h + (1 - b2) estimate, any step."""
-  params, grads = _small_problem()
+  params, grads = props.small_problem()
   tx = optim.scale_by_sophia(b1=0.5, b2=0.0, gamma=2.0, update_period=1000)
   h = jax.tree.map(lambda p: jnp.full_like(p, 0.25), params)
 

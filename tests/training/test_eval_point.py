@@ -60,7 +60,8 @@ def test_curvature_is_logged_and_matches_the_dense_hessian(tmp_path):
   loss_fn = curvature_log.model_loss_fn(setup.model, setup.ds.num_classes, state.batch_stats)
   flat, unravel = jax.flatten_util.ravel_pytree(state.params)
   mean_loss = lambda f: jnp.mean(jnp.stack([loss_fn(unravel(f), b) for b in batches]))
-  eigs = np.linalg.eigvalsh(np.asarray(jax.hessian(mean_loss)(flat), np.float64))[::-1]
+  # Jitted: eager jax.hessian compiles every primitive on its own (~150 programs, ~12 s).
+  eigs = np.linalg.eigvalsh(np.asarray(jax.jit(jax.hessian(mean_loss))(flat), np.float64))[::-1]
   np.testing.assert_allclose(last["top_eigenvalues"], eigs[:2], rtol=2e-3)
   np.testing.assert_allclose(last["hessian_trace"], eigs.sum(),
                              atol=4 * last["hessian_trace_stderr"] + 1e-6)
@@ -89,29 +90,33 @@ def test_schedule_free_run_is_evaluated_at_x_with_recomputed_batch_stats(tmp_pat
   last = _records(workdir)[-1]
   setup, state = _final_state(config, workdir)
 
+  # Jitted: eager model applications compile every primitive on its own.
+  @jax.jit
   def test_loss(params, batch_stats):
     logits = setup.model.apply({"params": params, "batch_stats": batch_stats},
                                setup.ds.x_test, train=False)
     labels = jax.nn.one_hot(setup.ds.y_test, setup.ds.num_classes)
-    return float(jnp.mean(-jnp.sum(labels * jax.nn.log_softmax(logits), -1)))
+    return jnp.mean(-jnp.sum(labels * jax.nn.log_softmax(logits), -1))
 
   # x from the optimizer state; BatchNorm statistics at x: the mean over the first 8
   # training batches of each batch's own statistics (torch's update_bn rule).
   x = optim.schedule_free_eval_params(state.params, state.opt_state)
   batches = eval_point_lib.fixed_train_batches(setup.ds.x_train, setup.ds.y_train,
                                                config.batch_size, 8)
-  per_batch = []
-  for b in batches:
+  @jax.jit
+  def batch_statistics(x, xb):
     zeros = jax.tree.map(jnp.zeros_like, state.batch_stats)
-    _, upd = setup.model.apply({"params": x, "batch_stats": zeros}, b["x"], train=True,
+    _, upd = setup.model.apply({"params": x, "batch_stats": zeros}, xb, train=True,
                                rngs={"dropout": jax.random.PRNGKey(0)},
                                mutable=["batch_stats"])
-    per_batch.append(upd["batch_stats"])
+    return upd["batch_stats"]
+
+  per_batch = [batch_statistics(x, b["x"]) for b in batches]
   momentum = 0.99  # fnn.BatchNorm's default: new = m * old + (1 - m) * batch statistic
   stats_x = jax.tree.map(lambda *s: jnp.mean(jnp.stack(s), 0) / (1 - momentum), *per_batch)
-  np.testing.assert_allclose(last["test_loss"], test_loss(x, stats_x), rtol=1e-4)
+  np.testing.assert_allclose(last["test_loss"], float(test_loss(x, stats_x)), rtol=1e-4)
   # ... and not the training point with its running statistics.
-  assert abs(last["test_loss"] - test_loss(state.params, state.batch_stats)) > 1e-4
+  assert abs(last["test_loss"] - float(test_loss(state.params, state.batch_stats))) > 1e-4
 
 
 def test_nnx_needs_no_linen_only_features():
