@@ -132,6 +132,8 @@ FIELDS = {
     "augment_noise": ({"augment.ops": "gaussian_noise"},
                       {"augment.gaussian_noise": {"stddev": 0.3}}),
     "augment_mixup": ({"augment.ops": "mixup"}, {"augment.mixup": {"alpha": 0.7}}),
+    "augment_amplitude": ({"augment.ops": "amplitude_scale"},
+                          {"augment.amplitude_scale": {"low": 0.5, "high": 1.5}}),
     "unrolled_seed_and_lr": ({"stack_lowering": "unroll"},
                              {"seed": 2, "optimizer.learning_rate": 0.2}),
     "warmup_cosine_lr": ({"optimizer.schedule": "warmup_cosine", "optimizer.warmup_steps": 10},
