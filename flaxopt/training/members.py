@@ -153,20 +153,30 @@ LOWERINGS = {
     # convolutions side by side on its threads)
     "unroll": "K copies of the member's step in one program",
 }
-# Models with convolutions (their stacks unroll on a CPU under stack_lowering='auto').
+# Models with convolutions (their long stacks unroll on a CPU under stack_lowering='auto').
 _CONV_MODELS = ("cnn", "convnet", "resnet")
 
 
+# 'auto' unrolls a convolutional model on a CPU from this many training steps on.
+UNROLL_MIN_STEPS = 3000
+
+
 def lowering(config: Any, backend: str) -> str:
-  """``config.stack_lowering``, with 'auto' resolved: 'unroll' for a convolutional model on
-  a CPU, else 'vmap'. Measured on a 2-core CPU (MNIST-1D, batch 100, member-steps/s over a
-  solo run; ``experiments/benchmark.py --sections=stacked``): the CNN at K = 4 / 16 gains
-  1.9x / 1.6x unrolled and loses (0.7x / 0.6x) vmapped; the MLP gains 1.4-1.5x either way
-  at K = 4 and 1.5x vmapped vs 1.15x unrolled at K = 16."""
+  """``config.stack_lowering``, with 'auto' resolved.
+
+  'auto': 'unroll' for a convolutional model on a CPU trained for at least
+  :data:`UNROLL_MIN_STEPS` steps, else 'vmap'. Measured on a 2-core CPU, MNIST-1D CNN,
+  batch 100, K = 16 seeds x learning rates, quiet machine: a solo run 925 steps/s (first step,
+  compilation included, 3.2 s); vmap 750 member-steps/s (0.81x; 4.1 s); unrolled 1237
+  (1.34x; 22 s: K copies to compile); ``lax.map`` over the members 242 (0.26x: XLA:CPU's
+  convolutions inside a loop). Unrolling pays back its compilation after about 2500 steps;
+  for the MLP vmap is best (``experiments/benchmark.py --sections=stacked``).
+  """
   choice = config.get("stack_lowering", "auto")
   if choice != "auto":
     return choice
-  return "unroll" if backend == "cpu" and config.model.name in _CONV_MODELS else "vmap"
+  conv = backend == "cpu" and config.model.name in _CONV_MODELS
+  return "unroll" if conv and int(config.num_train_steps) >= UNROLL_MIN_STEPS else "vmap"
 
 
 # ---------------------------------------------------------------------------------------

@@ -113,8 +113,7 @@ class Parallel:
       return new, sums
 
     in_axes = (0, None if shared_batch else 0, 0, 0, 0)
-    stacked = (jax.vmap(member, in_axes=in_axes) if lowering == "vmap"
-               else _unrolled(member, in_axes, members))
+    stacked = _LOWERINGS[lowering](member, in_axes, members)
     batch_sharding = (self.batch_sharding if shared_batch
                       else NamedSharding(self.mesh, P(None, DATA_AXIS)))
     return jax.jit(stacked, donate_argnums=(0, 2),
@@ -125,8 +124,7 @@ class Parallel:
   def compile_stacked_eval(self, eval_fn: Callable[..., Any], lowering: str = "vmap",
                            members: int = 0) -> Callable[..., Any]:
     """``fn(params, batch_stats, chunk) -> sums`` vmapped over the members (one chunk)."""
-    stacked = (jax.vmap(eval_fn, in_axes=(0, 0, None)) if lowering == "vmap"
-               else _unrolled(eval_fn, (0, 0, None), members))
+    stacked = _LOWERINGS[lowering](eval_fn, (0, 0, None), members)
     return jax.jit(stacked,
                    in_shardings=(self.replicated, self.replicated, self.batch_sharding),
                    out_shardings=self.replicated)
@@ -157,3 +155,7 @@ def _unrolled(fn: Callable[..., Any], in_axes: tuple, members: int) -> Callable[
                  for a, ax in zip(args, in_axes)]) for k in range(members)]
     return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
   return stacked
+
+
+_LOWERINGS = {"vmap": lambda fn, in_axes, members: jax.vmap(fn, in_axes=in_axes),
+              "unroll": _unrolled}

@@ -83,13 +83,14 @@ def test_rates_stack_when_every_member_has_the_layer():
   np.testing.assert_array_equal(hp["model.dropout"], [0.1, 0.4])
 
 
-@pytest.mark.parametrize("model,backend,choice,want", [
-    ("cnn", "cpu", "auto", "unroll"), ("convnet", "cpu", "auto", "unroll"),
-    ("mlp", "cpu", "auto", "vmap"), ("cnn", "gpu", "auto", "vmap"),
-    ("mlp", "cpu", "unroll", "unroll"), ("cnn", "cpu", "vmap", "vmap")])
-def test_lowering(model, backend, choice, want):
-  assert members.lowering(_config(**{"model.name": model, "stack_lowering": choice}),
-                          backend) == want
+@pytest.mark.parametrize("model,backend,choice,steps,want", [
+    ("cnn", "cpu", "auto", 6000, "unroll"), ("convnet", "cpu", "auto", 3000, "unroll"),
+    ("cnn", "cpu", "auto", 2999, "vmap"), ("mlp", "cpu", "auto", 6000, "vmap"),
+    ("cnn", "gpu", "auto", 6000, "vmap"), ("mlp", "cpu", "unroll", 10, "unroll"),
+    ("cnn", "cpu", "vmap", 6000, "vmap")])
+def test_lowering(model, backend, choice, steps, want):
+  config = _config(**{"model.name": model, "stack_lowering": choice, "num_train_steps": steps})
+  assert members.lowering(config, backend) == want
 
 
 def test_train_stack_rejects_an_unstackable_stack_before_work(tmp_path):
