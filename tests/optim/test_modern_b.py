@@ -25,9 +25,13 @@ import numpy as np
 import optax
 import pytest
 
+from configs import tiny
 from flaxopt import optim
 from flaxopt.optim import lr_free
 from flaxopt.optim import precond
+from flaxopt.training import checkpoint as checkpoint_lib
+from flaxopt.training import hooks as hooks_lib
+from flaxopt.training import loop
 from tests.optim import properties as props
 
 # The programs here are tiny: XLA's compile time dominates, so compile without the expensive
@@ -328,3 +332,57 @@ def test_sophia_hessian_diag_forces_a_refresh_with_that_estimate() -> None:
   m = jax.tree.map(lambda a, b: 0.5 * (0.5 * a) + 0.5 * b, grads[0], grads[1])
   chex.assert_trees_all_close(u, jax.tree.map(lambda m: jnp.clip(m / 0.5, -1, 1), m),
                               rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------
+# End to end: the training loop checkpoints Shampoo's and SOAP's states and resumes.
+# ----------------------------------------------------------------------------
+
+
+class _StepsRun(hooks_lib.Hooks):
+  """Records the steps a run takes."""
+
+  def __init__(self):
+    self.steps = []
+
+  def after_step(self, step: int) -> None:
+    self.steps.append(step)
+
+
+# Preconditioners refreshed before and after the checkpoint at step 4, so the saved state
+# (statistics, roots / eigenbases, 0-d placeholders of the biases) decides the last steps.
+LOOP_CASES = {
+    "shampoo": dict(start_preconditioning_step=1, preconditioning_compute_steps=2),
+    "soap": dict(precondition_frequency=2),
+}
+
+
+@pytest.mark.slow  # ~8-15 s on 2 busy cores: three short runs, the first compiles.
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", sorted(LOOP_CASES))
+def test_training_loop_checkpoints_and_resumes(name: str, tmp_path) -> None:
+  """4 steps (checkpoints at 2 and 4), then resumed to 6: steps 5 and 6 only, and the same
+  final evaluation as an uninterrupted 6-step run (orbax round-trips the optimizer state)."""
+  def config(num_steps):
+    c = tiny.get_config()
+    c.optimizer.name = name
+    c.optimizer.update(LOOP_CASES[name])
+    c.num_train_steps = num_steps
+    c.checkpoint_every = c.eval_every = c.log_every = 2
+    return c
+
+  straight = loop.train_and_evaluate(config(6), str(tmp_path / "straight"))
+  workdir = str(tmp_path / "resumed")
+  assert loop.train_and_evaluate(config(4), workdir)["status"] == "completed"
+  ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
+  assert ckpt.latest_step() == 4
+  ckpt.close()
+  steps = _StepsRun()
+  resumed = loop.train_and_evaluate(config(6), workdir, hooks=steps)
+  assert steps.steps == [5, 6]
+  assert resumed["status"] == straight["status"] == "completed"
+  assert resumed["step"] == straight["step"] == 6
+  assert resumed["final"]["step"] == straight["final"]["step"] == 6
+  for key in ("train_loss", "test_loss", "test_accuracy"):
+    np.testing.assert_allclose(resumed["final"][key], straight["final"][key], rtol=1e-6,
+                               err_msg=key)
