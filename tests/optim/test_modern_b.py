@@ -316,6 +316,41 @@ def test_state_bytes_per_parameter_in_the_docs_table(name, kwargs, shape, want) 
   np.testing.assert_allclose(got, want, atol=1e-3)
 
 
+@pytest.mark.parametrize("compatible", [False, True], ids=["full_extra_args", "masked_extra_args"])
+def test_sophia_under_optax_masked_equals_sophia_on_the_unmasked_leaves(compatible) -> None:
+  """masked(sophia) with a probe / estimate shaped like the full params (or masked by optax,
+  ``mask_compatible_extra_args``) = sophia on the unmasked leaf alone; its value_fn gets the
+  masked params and closes over the masked-out leaf (a coupled loss: H z depends on it)."""
+  params, grads = props.small_problem()
+  coupled = lambda p: jnp.sin(jnp.sum(p["w"])) * jnp.sum(p["b"] ** 2) + jnp.sum(p["w"] ** 3)
+  value_fn = lambda p: coupled({"w": p["w"], "b": params["b"]})  # p["b"]: MaskedNode / absent.
+  probe = jax.tree.map(lambda x: jnp.where(jnp.arange(x.size).reshape(x.shape) % 2 == 0,
+                                           -1.0, 1.0), params)
+  h = jax.tree.map(lambda x: jnp.full_like(x, 0.5), params)
+  masked = optax.masked(optim.sophia(0.1, gamma=0.5, update_period=2), {"w": True, "b": False},
+                        mask_compatible_extra_args=compatible)
+  alone = optim.sophia(0.1, gamma=0.5, update_period=2)
+  only_w = lambda t: {"w": t["w"]}
+
+  @_jit
+  def run():
+    s_masked, s_alone, out = masked.init(params), alone.init(only_w(params)), []
+    for t, g in enumerate(grads):  # Steps 0 and 2 refresh from the probe; step 1 from h.
+      extra = dict(hessian_diag=h) if t == 1 else dict(probe=probe)
+      u_masked, s_masked = masked.update(g, s_masked, params, value_fn=value_fn, **extra)
+      extra = jax.tree.map(only_w, extra, is_leaf=lambda x: isinstance(x, dict) and "w" in x)
+      u_alone, s_alone = alone.update(only_w(g), s_alone, only_w(params), value_fn=value_fn,
+                                      **extra)
+      out.append((u_masked, u_alone, s_masked.inner_state[0].hessian["w"],
+                  s_alone[0].hessian["w"]))
+    return out
+
+  for t, (u_masked, u_alone, h_masked, h_alone) in enumerate(run()):
+    chex.assert_trees_all_close(u_masked["w"], u_alone["w"], rtol=1e-6, atol=1e-7)
+    chex.assert_trees_all_close(h_masked, h_alone, rtol=1e-6, atol=1e-7)
+    chex.assert_trees_all_equal(u_masked["b"], grads[t]["b"])  # Masked out: untouched.
+
+
 def test_sophia_hessian_diag_forces_a_refresh_with_that_estimate() -> None:
   """``hessian_diag=`` (SophiaH's step(hessian=...)): h = b2 h + (1 - b2) estimate, any step."""
   params, grads = props.small_problem()
