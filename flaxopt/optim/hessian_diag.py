@@ -55,6 +55,18 @@ def hutchinson_probe(key: jax.Array, params: Any, distribution: str = "rademache
                                       for k, x in zip(keys, leaves)])
 
 
+def _like_params(params: Any, tree: Any) -> Any:
+  """``tree`` (a probe or an estimate) with ``params``' ``optax.MaskedNode`` leaves.
+
+  Under ``optax.masked`` the params hold ``MaskedNode()`` in place of the masked-out leaves
+  while extra args keep the full structure (unless ``mask_compatible_extra_args=True``);
+  those leaves are dropped here, so the Hessian-vector product and the EMA see the params'
+  structure. A tree already shaped like ``params`` is returned unchanged.
+  """
+  is_masked = lambda x: isinstance(x, optax.MaskedNode)
+  return jax.tree.map(lambda p, z: p if is_masked(p) else z, params, tree, is_leaf=is_masked)
+
+
 def _hvp(value_fn, params, v):
   """Hessian-vector product ``H v`` by forward-over-reverse differentiation."""
   return jax.jvp(jax.grad(value_fn), (params,), (v,))[1]
@@ -96,6 +108,11 @@ def scale_by_sophia(b1: Any = 0.96,
   ``fold_in(PRNGKey(seed), t)``, so a caller that passes only ``value_fn`` (flaxopt's
   training loop) still gets a fresh, reproducible probe each refresh.
 
+  Under ``optax.masked`` the params this transform sees hold ``optax.MaskedNode()`` in place
+  of the masked-out leaves, and so does the tree ``value_fn`` is differentiated at: it must
+  be a loss of the unmasked leaves (closing over the others). A ``probe`` or
+  ``hessian_diag`` shaped like the full params is restricted to the unmasked leaves.
+
   Reference: Liu, Li, Hall, Liang & Ma, "Sophia: A Scalable Stochastic Second-order
   Optimizer for Language Model Pre-training", ICLR 2024 (arXiv:2305.14342), Algorithm 3.
   """
@@ -122,8 +139,8 @@ def scale_by_sophia(b1: Any = 0.96,
     if estimator == "gnb":
       g_hat = jax.grad(value_fn)(params, key)
       return jax.tree.map(lambda g: batch_size * g * g, g_hat)
-    if probe is None:
-      probe = hutchinson_probe(key, params, probe_distribution)
+    probe = (hutchinson_probe(key, params, probe_distribution) if probe is None
+             else _like_params(params, probe))
     return F.hutchinson_diagonal_sample(lambda v: _hvp(value_fn, params, v), probe)
 
   def update_fn(updates, state, params=None, *, value_fn=None, key=None, probe=None,
@@ -148,7 +165,7 @@ def scale_by_sophia(b1: Any = 0.96,
                                         ).astype(h.dtype), state.hessian, h_hat)
 
     if hessian_diag is not None:
-      hessian = ema_h(hessian_diag)
+      hessian = ema_h(_like_params(params, hessian_diag))
     else:
       hessian = jax.lax.cond(
           refresh, lambda: ema_h(estimate(params, value_fn, key, probe)),

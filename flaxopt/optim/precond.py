@@ -17,6 +17,7 @@ import numpy as np
 import optax
 
 from flaxopt.optim import _hparams as hp
+from flaxopt.optim import modern_common
 from flaxopt.optim import transform
 
 __all__ = [
@@ -203,9 +204,11 @@ def muon(learning_rate: hp.ScalarOrSchedule,
          adam_weight_decay: Any = 0.01) -> optax.GradientTransformation:
   r"""Muon: ``W <- W (1 - lr wd) - lr s NS(momentum(G))`` on matrices, AdamW elsewhere.
 
-  Muon leaves: ``chain(scale_by_muon(...), add_decayed_weights(weight_decay),
+  Muon leaves: ``chain(scale_by_muon(...), add_weight_decay(weight_decay),
   scale_by_learning_rate(learning_rate))`` (decay not multiplied by the shape factor,
-  as torch). With ``mask`` (a tree of bools, a callable ``params -> tree``, or
+  as torch). Both branches keep the params' dtype: ``modern_common.add_weight_decay`` is
+  ``optax.add_decayed_weights``' math without its promotion of bfloat16 updates by float32
+  (injected) decay rates. With ``mask`` (a tree of bools, a callable ``params -> tree``, or
   ``'matrices'`` for ``ndim >= 2``), the False leaves get AdamW (``scale_by_adam``,
   decoupled decay ``adam_weight_decay``, ``adam_learning_rate`` defaulting to
   ``learning_rate``; defaults as ``torch.optim.AdamW``), as Muon's users do for biases,
@@ -225,7 +228,7 @@ def muon(learning_rate: hp.ScalarOrSchedule,
   hp.check_nonneg("weight_decay", weight_decay)
   muon_tx = optax.chain(
       scale_by_muon(momentum, nesterov, ns_coefficients, ns_steps, eps, adjust_lr_fn),
-      optax.add_decayed_weights(weight_decay),
+      modern_common.add_weight_decay(weight_decay),
       transform.scale_by_learning_rate(learning_rate))
   if mask is None:
     return muon_tx
@@ -237,7 +240,7 @@ def muon(learning_rate: hp.ScalarOrSchedule,
   hp.check_nonneg("adam_eps", adam_eps)
   adamw_tx = optax.chain(
       transform.scale_by_adam(adam_b1, adam_b2, adam_eps),
-      optax.add_decayed_weights(adam_weight_decay),
+      modern_common.add_weight_decay(adam_weight_decay),
       transform.scale_by_learning_rate(adam_lr))
   return optax.multi_transform({"muon": muon_tx, "adamw": adamw_tx}, _labels(mask))
 
@@ -252,8 +255,9 @@ class ScaleByShampooState(NamedTuple):
 
   For a leaf viewed as an ``(m, n)`` matrix cut into ``(bm, bn)`` blocks, ``stats_l`` and
   ``precond_l`` are ``(m/bm, n/bn, bm, bm)``, ``stats_r``/``precond_r``
-  ``(m/bm, n/bn, bn, bn)`` (float32 or wider). 1-D leaves hold zero-size placeholders
-  (they take the graft step), and graft statistics are zero-size unless the graft needs them.
+  ``(m/bm, n/bn, bn, bn)`` (float32 or wider). 1-D leaves hold 0-d placeholders (they take
+  the graft step), and graft statistics are 0-d unless the graft needs them: never
+  zero-size arrays, which orbax cannot checkpoint.
   """
   count: jax.Array
   momentum: Any
@@ -391,31 +395,25 @@ def scale_by_shampoo(b1: Any = 0.9,
   exponent = inverse_exponent_override or 4
 
   def init_fn(params):
-    def stats_shapes(path, x):
-      if jnp.ndim(x) < 2:
-        return None
-      return _block_dims(jnp.shape(x), block_size, _leaf_name(path))
-
-    dims = jax.tree_util.tree_map_with_path(stats_shapes, params)
-
-    def square(x, d, which):
+    def square(path, x, which):
       sd = hp.compute_dtype(x)
-      if d is None:
-        return jnp.zeros((0,), sd)
+      if jnp.ndim(x) < 2:
+        return jnp.zeros([], sd)  # A 0-d placeholder: 1-D leaves take the graft step.
+      bm, bn = _block_dims(jnp.shape(x), block_size, _leaf_name(path))
       m, n = _as_matrix(x).shape
-      bm, bn = d
       k = bm if which == "l" else bn
       return jnp.broadcast_to(jnp.eye(k, dtype=sd), (m // bm, n // bn, k, k))
 
-    is_dims = lambda d: d is None or isinstance(d, tuple)
-    sq = lambda which, scale: jax.tree.map(
-        lambda d, x: scale * square(x, d, which), dims, params, is_leaf=is_dims)
+    # Leaf maps skip optax.MaskedNode (no children) and None, so both pass through.
+    sq = lambda which, scale: jax.tree_util.tree_map_with_path(
+        lambda path, x: scale * square(path, x, which), params)
     zeros = lambda: hp.tree_map(jnp.zeros_like, params)
     graft_stats = zeros() if needs_stats else hp.tree_map(
-        lambda x: jnp.zeros((0,), x.dtype), params)
+        lambda x: jnp.zeros([], x.dtype), params)
+    stats_l = sq("l", matrix_eps)  # First: a block_size that does not divide raises here.
     return ScaleByShampooState(
         count=hp.count0(), momentum=zeros(), graft_momentum=zeros(), graft_stats=graft_stats,
-        stats_l=sq("l", matrix_eps), stats_r=sq("r", matrix_eps),
+        stats_l=stats_l, stats_r=sq("r", matrix_eps),
         precond_l=sq("l", 1.0), precond_r=sq("r", 1.0))
 
   def update_fn(updates, state, params=None):
@@ -519,8 +517,9 @@ def shampoo(learning_rate: hp.ScalarOrSchedule,
 class ScaleBySoapState(NamedTuple):
   """Adam moments (``exp_avg`` in the parameter basis, ``exp_avg_sq`` in the eigenbasis),
   Shampoo statistics ``gg_l``/``gg_r`` and their eigenbases ``q_l``/``q_r`` per leaf
-  (``(m, m)``/``(n, n)`` for a leaf viewed as ``(m, n)``; zero-size where a side is not
-  preconditioned: 1-D leaves, or a side longer than ``max_precondition_dim``)."""
+  (``(m, m)``/``(n, n)`` for a leaf viewed as ``(m, n)``; a 0-d placeholder where a side is
+  not preconditioned: 1-D leaves, or a side longer than ``max_precondition_dim``; never a
+  zero-size array, which orbax cannot checkpoint)."""
   count: jax.Array
   exp_avg: Any
   exp_avg_sq: Any
@@ -605,9 +604,10 @@ def scale_by_soap(learning_rate: hp.ScalarOrSchedule = 0.0,
   def init_fn(params):
     def mats(x, side):
       sd = hp.compute_dtype(x)
-      on = sides(x)[side]
-      k = _as_matrix(x).shape[side] if on else 0
-      return jnp.zeros((k, k), sd) if on else jnp.zeros((0,), sd)
+      if not sides(x)[side]:
+        return jnp.zeros([], sd)  # A 0-d placeholder: this side keeps the identity basis.
+      k = _as_matrix(x).shape[side]
+      return jnp.zeros((k, k), sd)
 
     zeros = lambda: hp.tree_map(jnp.zeros_like, params)
     return ScaleBySoapState(

@@ -172,15 +172,8 @@ ONE_CASE_PER_NAME = list({c.name: c for c in reversed(CASES)}.values())
 
 # Found when the three tables were folded into one (the properties had run on the alias
 # table only): (property, optimizer) -> what fails. Strict xfails: a fix turns them into
-# failures, and then the entry goes.
-KNOWN_ISSUES = {
-    ("bfloat16_inject", "muon"): "the Adam branch (mask='matrices') returns float32 updates "
-                                 "for bfloat16 params when hyperparameters are float32",
-    ("masked", "shampoo"): "init fails on optax.masked's MaskedNode leaves (precond.py square)",
-    ("masked", "sophia"): "the Hessian-vector product sees MaskedNode leaves in params",
-    ("orbax", "shampoo"): "zero-size state arrays of 1-D leaves: orbax cannot save them",
-    ("orbax", "soap"): "zero-size state arrays of 1-D leaves: orbax cannot save them",
-}
+# failures, and then the entry goes. None open (the five found were fixed in the library).
+KNOWN_ISSUES: dict[tuple[str, str], str] = {}
 
 
 def cases_for(prop: str, cases=None) -> list:

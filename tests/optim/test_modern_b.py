@@ -25,9 +25,13 @@ import numpy as np
 import optax
 import pytest
 
+from configs import tiny
 from flaxopt import optim
 from flaxopt.optim import lr_free
 from flaxopt.optim import precond
+from flaxopt.training import checkpoint as checkpoint_lib
+from flaxopt.training import hooks as hooks_lib
+from flaxopt.training import loop
 from tests.optim import properties as props
 
 # The programs here are tiny: XLA's compile time dominates, so compile without the expensive
@@ -208,7 +212,9 @@ def test_shampoo_block_size_must_divide_and_names_the_leaf() -> None:
     optim.shampoo(0.1, block_size=4).init(params)
   state = optim.shampoo(0.1, block_size=2).init(params)  # (18, 8) in 9 x 4 blocks of 2 x 2.
   assert state[0].stats_l["conv"]["kernel"].shape == (9, 4, 2, 2)
-  assert state[0].stats_l["b"].shape == (0,)  # 1-D leaves take the graft step.
+  # 1-D leaves take the graft step: 0-d placeholders (no zero-size arrays, see the orbax test).
+  for field in ("stats_l", "stats_r", "precond_l", "precond_r"):
+    assert getattr(state[0], field)["b"].shape == (), field
 
 
 def test_sophia_needs_its_extra_args() -> None:
@@ -289,7 +295,8 @@ def test_soap_first_step_only_builds_the_bases() -> None:
   d = q_l.T @ (g @ g.T) @ q_l
   np.testing.assert_allclose(d - np.diag(np.diag(d)), 0.0, atol=1e-5)
   assert np.all(np.diff(np.diag(d)) <= 1e-6)
-  assert state[0].q_l["b"].shape == (0,)
+  for field in ("gg_l", "gg_r", "q_l", "q_r"):  # 1-D leaves: 0-d placeholders.
+    assert getattr(state[0], field)["b"].shape == (), field
 
 
 @pytest.mark.parametrize("name,kwargs,shape,want", [
@@ -309,6 +316,41 @@ def test_state_bytes_per_parameter_in_the_docs_table(name, kwargs, shape, want) 
   np.testing.assert_allclose(got, want, atol=1e-3)
 
 
+@pytest.mark.parametrize("compatible", [False, True], ids=["full_extra_args", "masked_extra_args"])
+def test_sophia_under_optax_masked_equals_sophia_on_the_unmasked_leaves(compatible) -> None:
+  """masked(sophia) with a probe / estimate shaped like the full params (or masked by optax,
+  ``mask_compatible_extra_args``) = sophia on the unmasked leaf alone; its value_fn gets the
+  masked params and closes over the masked-out leaf (a coupled loss: H z depends on it)."""
+  params, grads = props.small_problem()
+  coupled = lambda p: jnp.sin(jnp.sum(p["w"])) * jnp.sum(p["b"] ** 2) + jnp.sum(p["w"] ** 3)
+  value_fn = lambda p: coupled({"w": p["w"], "b": params["b"]})  # p["b"]: MaskedNode / absent.
+  probe = jax.tree.map(lambda x: jnp.where(jnp.arange(x.size).reshape(x.shape) % 2 == 0,
+                                           -1.0, 1.0), params)
+  h = jax.tree.map(lambda x: jnp.full_like(x, 0.5), params)
+  masked = optax.masked(optim.sophia(0.1, gamma=0.5, update_period=2), {"w": True, "b": False},
+                        mask_compatible_extra_args=compatible)
+  alone = optim.sophia(0.1, gamma=0.5, update_period=2)
+  only_w = lambda t: {"w": t["w"]}
+
+  @_jit
+  def run():
+    s_masked, s_alone, out = masked.init(params), alone.init(only_w(params)), []
+    for t, g in enumerate(grads):  # Steps 0 and 2 refresh from the probe; step 1 from h.
+      extra = dict(hessian_diag=h) if t == 1 else dict(probe=probe)
+      u_masked, s_masked = masked.update(g, s_masked, params, value_fn=value_fn, **extra)
+      extra = jax.tree.map(only_w, extra, is_leaf=lambda x: isinstance(x, dict) and "w" in x)
+      u_alone, s_alone = alone.update(only_w(g), s_alone, only_w(params), value_fn=value_fn,
+                                      **extra)
+      out.append((u_masked, u_alone, s_masked.inner_state[0].hessian["w"],
+                  s_alone[0].hessian["w"]))
+    return out
+
+  for t, (u_masked, u_alone, h_masked, h_alone) in enumerate(run()):
+    chex.assert_trees_all_close(u_masked["w"], u_alone["w"], rtol=1e-6, atol=1e-7)
+    chex.assert_trees_all_close(h_masked, h_alone, rtol=1e-6, atol=1e-7)
+    chex.assert_trees_all_equal(u_masked["b"], grads[t]["b"])  # Masked out: untouched.
+
+
 def test_sophia_hessian_diag_forces_a_refresh_with_that_estimate() -> None:
   """``hessian_diag=`` (SophiaH's step(hessian=...)): h = b2 h + (1 - b2) estimate, any step."""
   params, grads = props.small_problem()
@@ -325,3 +367,57 @@ def test_sophia_hessian_diag_forces_a_refresh_with_that_estimate() -> None:
   m = jax.tree.map(lambda a, b: 0.5 * (0.5 * a) + 0.5 * b, grads[0], grads[1])
   chex.assert_trees_all_close(u, jax.tree.map(lambda m: jnp.clip(m / 0.5, -1, 1), m),
                               rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------
+# End to end: the training loop checkpoints Shampoo's and SOAP's states and resumes.
+# ----------------------------------------------------------------------------
+
+
+class _StepsRun(hooks_lib.Hooks):
+  """Records the steps a run takes."""
+
+  def __init__(self):
+    self.steps = []
+
+  def after_step(self, step: int) -> None:
+    self.steps.append(step)
+
+
+# Preconditioners refreshed before and after the checkpoint at step 4, so the saved state
+# (statistics, roots / eigenbases, 0-d placeholders of the biases) decides the last steps.
+LOOP_CASES = {
+    "shampoo": dict(start_preconditioning_step=1, preconditioning_compute_steps=2),
+    "soap": dict(precondition_frequency=2),
+}
+
+
+@pytest.mark.slow  # ~8-15 s on 2 busy cores: three short runs, the first compiles.
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", sorted(LOOP_CASES))
+def test_training_loop_checkpoints_and_resumes(name: str, tmp_path) -> None:
+  """4 steps (checkpoints at 2 and 4), then resumed to 6: steps 5 and 6 only, and the same
+  final evaluation as an uninterrupted 6-step run (orbax round-trips the optimizer state)."""
+  def config(num_steps):
+    c = tiny.get_config()
+    c.optimizer.name = name
+    c.optimizer.update(LOOP_CASES[name])
+    c.num_train_steps = num_steps
+    c.checkpoint_every = c.eval_every = c.log_every = 2
+    return c
+
+  straight = loop.train_and_evaluate(config(6), str(tmp_path / "straight"))
+  workdir = str(tmp_path / "resumed")
+  assert loop.train_and_evaluate(config(4), workdir)["status"] == "completed"
+  ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
+  assert ckpt.latest_step() == 4
+  ckpt.close()
+  steps = _StepsRun()
+  resumed = loop.train_and_evaluate(config(6), workdir, hooks=steps)
+  assert steps.steps == [5, 6]
+  assert resumed["status"] == straight["status"] == "completed"
+  assert resumed["step"] == straight["step"] == 6
+  assert resumed["final"]["step"] == straight["final"]["step"] == 6
+  for key in ("train_loss", "test_loss", "test_accuracy"):
+    np.testing.assert_allclose(resumed["final"][key], straight["final"][key], rtol=1e-6,
+                               err_msg=key)
