@@ -33,7 +33,10 @@ def plot_curves(records: Sequence[dict], path: str, title: str = "") -> str:
   ax_acc.legend()
   if title:
     fig.suptitle(title)
-  fig.tight_layout()
+  # Fixed margins: tight_layout measured every text box and took 0.28 s of the 0.64 s a plot
+  # cost (a third of a stack of 16 MLP members' whole 1000-step run went to its plots).
+  fig.subplots_adjust(left=0.11, right=0.98, bottom=0.15, top=0.86 if title else 0.95,
+                      wspace=0.33)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path, dpi=100)
   plt.close(fig)
