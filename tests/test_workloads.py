@@ -100,3 +100,27 @@ def test_unknown_workload_is_one_line_with_suggestion(name, match):
 @pytest.mark.parametrize("budget, every", [(6000, 120), (600, 12), (30, 1), (12000, 240)])
 def test_eval_every_is_two_percent(budget, every):
   assert workloads.eval_every(budget) == every
+
+
+@pytest.mark.parametrize("name", [n for n in workloads.names()
+                                  if workloads.get(n).target is not None])
+def test_target_is_the_median_best_validation_accuracy_of_the_committed_runs(name):
+  from experiments import workload_targets  # pylint: disable=g-import-not-at-top
+  from flaxopt.sweep import stats  # pylint: disable=g-import-not-at-top
+  runs = workload_targets.run_dirs(name)
+  assert len(runs) >= 5, runs
+  records = [stats.read_metrics(os.path.join(d, "metrics.jsonl")) for d in runs]
+  assert workloads.get(name).target == pytest.approx(stats.workload_target(records), abs=1e-12)
+  for d in runs:  # each run is the workload's baseline config (only the seed varies)
+    import json  # pylint: disable=g-import-not-at-top
+    with open(os.path.join(d, "config.json")) as f:
+      config = json.load(f)
+    want = workloads.get(name).get_config().to_dict()
+    assert config["optimizer"] == want["optimizer"] and config["model"]["name"] == \
+        want["model"]["name"] and config["num_train_steps"] == want["num_train_steps"]
+
+
+def test_published_targets_table_is_generated_from_the_runs():
+  from experiments import workload_targets  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(workload_targets.PUBLISHED, "targets.md")) as f:
+    assert f.read() == workload_targets.table()

@@ -29,6 +29,7 @@ from scipy import stats as sp_stats
 from scipy.stats import qmc
 
 __all__ = [
+    "workload_target",
     "DEEPOBS_LR_GRID",
     "Interval",
     "LeaderboardRow",
@@ -188,6 +189,28 @@ def read_metrics(path: str) -> list[dict[str, Any]]:
         break
       raise ValueError(f"{path}:{i + 1}: not a JSON record ({e.msg}).") from None
   return records
+
+
+def workload_target(run_records: Sequence[Sequence[Mapping[str, Any]]],
+                    metric: str = "val_accuracy", min_seeds: int = 5) -> float:
+  """A workload's target: the median over seeds of each baseline run's best ``metric``.
+
+  ``run_records``: one metrics.jsonl record list per seed. The best of a run is its highest
+  ``metric`` over its evaluations (validation only: the test split never selects). AlgoPerf
+  (Dahl et al. 2023) sets targets from the baseline's validation results the same way.
+
+  Raises:
+    ValueError: fewer than ``min_seeds`` runs, or a run without any ``metric`` value.
+  """
+  if len(run_records) < min_seeds:
+    raise ValueError(f"a target needs at least {min_seeds} seeds, got {len(run_records)}")
+  bests = []
+  for i, records in enumerate(run_records):
+    values = [float(r[metric]) for r in records if r.get(metric) is not None]
+    if not values:
+      raise ValueError(f"run {i} has no {metric!r} in its records")
+    bests.append(max(values))
+  return float(np.median(bests))
 
 
 def time_to_target(records: Iterable[Mapping[str, Any]], target: float, *,

@@ -219,3 +219,23 @@ def test_deepobs_log_grid():
   np.testing.assert_allclose(stats.deepobs_log_grid(1e-3, 1e-1, 3), [1e-3, 1e-2, 1e-1])
   with pytest.raises(ValueError, match=r"0 < low < high"):
     stats.deepobs_log_grid(1e-1, 1e-3)
+
+
+# (per-run val_accuracy histories, expected target or an error fragment)
+TARGETS = {
+    "median_of_bests": ([[0.5, 0.9, 0.8], [0.7], [0.95, 0.6], [0.85], [0.1, 0.91]], 0.9),
+    "even_seeds": ([[0.1], [0.2], [0.3], [0.4], [0.5], [0.6]], 0.35),
+    "too_few_seeds": ([[0.5]] * 4, "at least 5 seeds"),
+    "no_metric": ([[0.5]] * 4 + [[]], "has no 'val_accuracy'"),
+}
+
+
+@pytest.mark.parametrize("name", list(TARGETS))
+def test_workload_target(name):
+  histories, want = TARGETS[name]
+  records = [[{"step": i, "val_accuracy": v} for i, v in enumerate(h)] for h in histories]
+  if isinstance(want, str):
+    with pytest.raises(ValueError, match=want):
+      stats.workload_target(records)
+  else:
+    assert stats.workload_target(records) == pytest.approx(want)
