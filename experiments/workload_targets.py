@@ -17,14 +17,16 @@ recomputes each from the committed runs.
 import glob
 import os
 import shutil
+import sys
 
 from absl import app
 from absl import flags
 
+from experiments import common
+
 _RUNS = flags.DEFINE_string("runs", "runs/targets",
                             "<runs>/<workload>/base/seed_<k>: compare's layout.")
-_PUBLISH = flags.DEFINE_bool("publish", False, "Copy the runs to docs/studies/workloads and "
-                             "write targets.md there.")
+_PUBLISH = common.PUBLISH  # --publish: copy the runs to docs/studies/workloads, write targets.md
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PUBLISHED = os.path.join(_REPO, "docs", "studies", "workloads")
@@ -70,6 +72,10 @@ def publish(runs_root: str) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  if not os.path.isdir(_RUNS.value):
+    print(f"error: runs={_RUNS.value!r}: not a directory (compare's workdirs of the "
+          "baseline runs)", file=sys.stderr)
+    sys.exit(2)
   if _PUBLISH.value:
     publish(_RUNS.value)
     with open(os.path.join(PUBLISHED, "targets.md"), "w") as f:
