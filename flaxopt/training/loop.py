@@ -173,6 +173,10 @@ class Setup:
     """Whether the state has a member axis (K > 1; a solo run has none)."""
     return self.num_members > 1
 
+  def hp_arrays(self) -> dict[str, np.ndarray]:
+    """The varying hyperparameters ``(K,)`` in the default float dtype (traced per member)."""
+    return {f: np.asarray(v, jnp.result_type(float)) for f, v in self.hp.items()}
+
   def member_hp(self, k: int) -> dict[str, float]:
     return {f: float(v[k]) for f, v in self.hp.items()}
 
@@ -279,7 +283,7 @@ def _stacked_train_fn(setup: Setup) -> Callable[..., Any]:
   compiled = setup.par.compile_stacked_train(
       member_step, shared_batch=shared, members=setup.num_members,
       lowering=members_lib.lowering(config, jax.default_backend()))
-  hp = setup.par.put({f: np.asarray(v, jnp.asarray(0.0).dtype) for f, v in setup.hp.items()})
+  hp = setup.par.put(setup.hp_arrays())
   return lambda state, batch, sums, active: compiled(state, batch, sums, hp, active)
 
 
@@ -350,7 +354,7 @@ def _init_states(setup: Setup) -> TrainState:
   variables, keys = members_lib.stack([v for v, _ in inits]), np.stack([k for _, k in inits])
   create = jax.jit(jax.vmap(lambda v, key, hp: create_train_state(
       v, tx=setup.pieces(hp)["tx"], rng=key)), compiler_options=_FAST_COMPILE)
-  hp = {f: np.asarray(v, jnp.asarray(0.0).dtype) for f, v in setup.hp.items()}
+  hp = setup.hp_arrays()
   return setup.par.put(jax.device_get(create(variables, keys, hp)))
 
 
